@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A fixed-size byte buffer in vmalloc memory, whose pages can be mapped to userspace.
+//!
+//! `vmalloc` hands out memory that is contiguous in the kernel's virtual address space but made
+//! of single pages taken from anywhere in physical memory; the kernel page tables stitch them
+//! together. [`VmallocBuffer::page`] goes the other way: from an offset in the buffer to the
+//! `struct page` behind it, by walking those page tables (`vmalloc_to_page`).
+//!
+//! The bytes are behind a lock for the kernel's own readers and writers ([`VmallocBuffer::lock`]).
+//! Looking up a page takes no lock and never touches the bytes, so a page fault can be served
+//! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
+//! very buffer.
+
+use core::ptr::NonNull;
+use kernel::{
+    alloc::{allocator::Vmalloc, Flags},
+    new_mutex,
+    page::{BorrowedPage, PAGE_SIZE},
+    prelude::*,
+    sync::{Mutex, MutexGuard},
+};
+
+/// The bytes of a [`VmallocBuffer`], as a slice that cannot grow or shrink.
+pub struct Bytes(VVec<u8>);
+
+impl core::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Bytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+/// A vmalloc'ed buffer of whole pages.
+///
+/// # Invariants
+///
+/// `base` is the start of the allocation of `bytes`, which holds `pages * PAGE_SIZE` bytes and is
+/// never reallocated (only a slice of it is ever handed out), so `base` stays valid as long as
+/// `self`.
+#[pin_data]
+pub struct VmallocBuffer {
+    #[pin]
+    bytes: Mutex<Bytes>,
+    base: NonNull<u8>,
+    pages: usize,
+}
+
+// SAFETY: `base` is only used to look up pages of the allocation, which is owned by `self` and
+// may be freed from any thread; the bytes themselves are behind the mutex.
+unsafe impl Send for VmallocBuffer {}
+// SAFETY: `&VmallocBuffer` gives access to the bytes only through the mutex; page lookups are
+// read-only and do not touch the bytes.
+unsafe impl Sync for VmallocBuffer {}
+
+impl VmallocBuffer {
+    /// Allocates a zeroed buffer of `pages` pages with `vmalloc`, and lets `fill` write its
+    /// initial contents.
+    pub fn new(
+        pages: usize,
+        flags: Flags,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<impl PinInit<Self, Error>> {
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(ENOMEM)?;
+        let mut vec = VVec::from_elem(0u8, len, flags)?;
+        fill(&mut vec);
+        let base = NonNull::new(vec.as_mut_ptr()).ok_or(ENOMEM)?;
+        // INVARIANT: `base` is the start of `vec`'s allocation of `pages` pages, which `Bytes`
+        // never resizes.
+        Ok(try_pin_init!(Self {
+            bytes <- new_mutex!(Bytes(vec)),
+            base,
+            pages,
+        }? Error))
+    }
+
+    /// The size of the buffer in pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// The size of the buffer in bytes.
+    pub fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Locks the bytes for reading or writing them.
+    pub fn lock(&self) -> MutexGuard<'_, Bytes> {
+        self.bytes.lock()
+    }
+
+    /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
+    /// page tables, or `None` past the end.
+    pub fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
+        if index >= self.pages {
+            return None;
+        }
+        // SAFETY: `index < pages`, so the offset stays inside the allocation (type invariants).
+        let ptr = unsafe { self.base.add(index * PAGE_SIZE) };
+        // SAFETY: `ptr` points into a live `Vmalloc` allocation, which lives as long as `self`
+        // and so as long as the returned page borrows it.
+        Some(unsafe { Vmalloc::to_page(ptr) })
+    }
+}
