@@ -310,14 +310,16 @@ impl<T: CharDevice> Drop for Registration<T> {
         // Files that are still open reference `inner.cdev`, and drop that reference only after
         // their `release`. Every open file also holds a reference on the owning module, taken
         // by `chrdev_open()` before it first touches the cdev and dropped by `cdev_put()` after
-        // it last touches it. So if the module's reference count is zero (as it always is when
+        // it last touches it. So if the module holds no reference (as always when
         // the registration is dropped at module unload), no file references `inner`. Otherwise
-        // `inner` is leaked rather than freed under a file.
+        // `inner` is leaked rather than freed under a file. Built-in code (no module) cannot
+        // tell, and always leaks.
         if self.cdev_added {
             let owner = this_module::<T::OwnerModule>().as_ptr();
             // SAFETY: `owner` is not null, so it is `T`'s module, which is valid while its code
-            // runs.
-            let in_use = owner.is_null() || unsafe { bindings::module_refcount(owner) } != 0;
+            // runs. Its count is 0 while nobody holds a reference, and -1 once `delete_module`
+            // has dropped the base reference to unload it.
+            let in_use = owner.is_null() || unsafe { bindings::module_refcount(owner) } > 0;
             if in_use {
                 pr_warn!("chrdev: registration dropped while its module is in use; leaking it\n");
                 return;

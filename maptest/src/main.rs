@@ -1,0 +1,238 @@
+//! maptest: map mapdrv's kernel buffer into this process and read it back.
+//!
+//! Run `maptest --help` for the options.
+
+use std::fs::{File, OpenOptions};
+use std::process::ExitCode;
+
+use maptest::{buffer_size, is_char_device, Expected, MapOptions, Mapping, PAGE_SIZE};
+
+const HELP: &str = "\
+maptest: map mapdrv's kernel buffer into this process and read it back
+
+USAGE:
+    maptest [OPTIONS] FILE
+
+FILE is the mapdrv device node: /dev/mapdrv, or a node made with
+`mknod mapfile c MAJOR 0` (MAJOR from /proc/devices).
+
+maptest opens FILE, maps the buffer with mmap(2), and reads it through the
+mapping. Nothing is mapped at first: each page's first touch faults, and the
+driver's fault handler finds the kernel page behind it by walking the kernel
+page tables and maps exactly that page. maptest shows this happening (with
+mincore(2)), prints the first line of the first mapped page, and checks every
+byte against what the driver wrote: byte `off` is `off % 251`, except that
+page i of n begins with \"mapdrv page i of n\\n\". It exits with status 1 and
+the first differing offset if anything differs.
+
+OPTIONS:
+    --pages N      map N pages instead of the whole buffer
+    --offset P     map from page P of the buffer (mmap offset P*4096)
+    --private      MAP_PRIVATE instead of MAP_SHARED
+    --write        write a note into the mapping, show whether the driver's
+                   buffer (read back with pread) sees it, then restore it;
+                   needs FILE to be writable
+    --hexdump N    print the first N bytes of the mapping as a hex dump
+    --maps         print this mapping's line of /proc/self/maps
+    -q, --quiet    print nothing but errors
+    -h, --help     print this help
+";
+
+struct Args {
+    file: String,
+    pages: Option<usize>,
+    offset: usize,
+    private: bool,
+    write: bool,
+    hexdump: usize,
+    maps: bool,
+    quiet: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        file: String::new(),
+        pages: None,
+        offset: 0,
+        private: false,
+        write: false,
+        hexdump: 0,
+        maps: false,
+        quiet: false,
+    };
+    let mut file = None;
+    let mut it = std::env::args().skip(1);
+    let number = |opt: &str, v: Option<String>| -> Result<usize, String> {
+        let v = v.ok_or_else(|| format!("{opt} needs a number"))?;
+        v.parse().map_err(|_| format!("{opt}: not a number: {v}"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "--pages" => args.pages = Some(number("--pages", it.next())?),
+            "--offset" => args.offset = number("--offset", it.next())?,
+            "--private" => args.private = true,
+            "--write" => args.write = true,
+            "--hexdump" => args.hexdump = number("--hexdump", it.next())?,
+            "--maps" => args.maps = true,
+            "-q" | "--quiet" => args.quiet = true,
+            s if s.starts_with('-') => return Err(format!("unknown option {s} (see --help)")),
+            s => {
+                if file.replace(s.to_owned()).is_some() {
+                    return Err("more than one FILE given (see --help)".into());
+                }
+            }
+        }
+    }
+    args.file = file.ok_or("no FILE given (see --help)")?;
+    Ok(args)
+}
+
+fn resident_count(m: &Mapping) -> String {
+    match m.resident() {
+        Ok(r) => format!("{} of {} pages resident", r.iter().filter(|&&x| x).count(), r.len()),
+        Err(e) => format!("mincore failed: {e}"),
+    }
+}
+
+fn hexdump(m: &Mapping, start: usize, n: usize) {
+    let n = n.min(m.len());
+    for row in (0..n).step_by(16) {
+        let bytes = m.read_range(row, 16.min(n - row));
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = bytes
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+            .collect();
+        println!("  {:08x}  {:<47}  |{text}|", start + row, hex.join(" "));
+    }
+}
+
+fn run(args: Args) -> Result<bool, String> {
+    let say = |s: String| {
+        if !args.quiet {
+            println!("maptest: {s}");
+        }
+    };
+    if !is_char_device(&args.file).map_err(|e| format!("{}: {e}", args.file))? {
+        return Err(format!("{}: not a character device", args.file));
+    }
+    let file: File = OpenOptions::new()
+        .read(true)
+        .write(args.write)
+        .open(&args.file)
+        .map_err(|e| format!("open {}: {e}", args.file))?;
+    let size = buffer_size(&file).map_err(|e| format!("lseek {}: {e}", args.file))? as usize;
+    let total = size / PAGE_SIZE;
+    say(format!("opened {}: the driver's buffer is {total} pages ({size} bytes)", args.file));
+
+    if args.offset >= total {
+        return Err(format!("--offset {} is past the buffer's {total} pages", args.offset));
+    }
+    let pages = args.pages.unwrap_or(total - args.offset);
+    let len = pages * PAGE_SIZE;
+    let opts = MapOptions { write: args.write, private: args.private, ..Default::default() };
+    let m = Mapping::new(&file, (args.offset * PAGE_SIZE) as u64, len, opts).map_err(|e| {
+        format!(
+            "mmap of {pages} pages at page {} of {}: {e}",
+            args.offset, args.file
+        )
+    })?;
+    say(format!(
+        "mmap({len} bytes, PROT_READ{}, {}, offset {}) = {:#x}",
+        if args.write { "|PROT_WRITE" } else { "" },
+        if args.private { "MAP_PRIVATE" } else { "MAP_SHARED" },
+        args.offset * PAGE_SIZE,
+        m.addr()
+    ));
+    say(format!("nothing is mapped yet: {}", resident_count(&m)));
+    if args.maps {
+        match m.maps_line() {
+            Ok(l) => say(format!("/proc/self/maps: {l}")),
+            Err(e) => say(format!("/proc/self/maps: {e}")),
+        }
+    }
+
+    // The first touch: one page fault, one page.
+    let first_line: Vec<u8> = (0..80.min(len)).map(|i| m.read(i)).take_while(|&b| b != b'\n').collect();
+    say(format!(
+        "first line of the mapping: \"{}\" ({})",
+        String::from_utf8_lossy(&first_line),
+        resident_count(&m)
+    ));
+
+    // Every other page: each first touch faults it in.
+    let data = m.to_vec();
+    say(format!("read all {pages} pages through the mapping: {}", resident_count(&m)));
+    if args.hexdump > 0 {
+        say(format!("first {} bytes:", args.hexdump.min(len)));
+        if !args.quiet {
+            hexdump(&m, args.offset * PAGE_SIZE, args.hexdump);
+        }
+    }
+
+    let expected = Expected::new(total);
+    let start = args.offset * PAGE_SIZE;
+    if let Err(mis) = expected.check(start, &data) {
+        eprintln!("maptest: MISMATCH at {mis}");
+        return Ok(false);
+    }
+    say(format!("all {len} bytes match what the driver wrote into its vmalloc buffer"));
+
+    if args.write {
+        write_demo(&file, &m, start, args.private, &say)?;
+    }
+    Ok(true)
+}
+
+/// Writes a note through the mapping and shows where it went.
+fn write_demo(file: &File, m: &Mapping, start: usize, private: bool, say: &dyn Fn(String)) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let note = b"hello from userspace";
+    let original = m.read_range(0, note.len());
+    for (i, &b) in note.iter().enumerate() {
+        m.write(i, b);
+    }
+    let mut seen = vec![0u8; note.len()];
+    file.read_exact_at(&mut seen, start as u64).map_err(|e| format!("pread: {e}"))?;
+    let reached = seen == note;
+    say(format!(
+        "wrote \"{}\" through the mapping; the driver's buffer now reads \"{}\" ({})",
+        String::from_utf8_lossy(note),
+        String::from_utf8_lossy(&seen).escape_debug(),
+        match (private, reached) {
+            (false, true) => "MAP_SHARED: the process wrote straight into kernel memory",
+            (true, false) => "MAP_PRIVATE: the write went to a private copy of the page",
+            (false, false) => "UNEXPECTED: a shared write did not reach the buffer",
+            (true, true) => "UNEXPECTED: a private write reached the buffer",
+        }
+    ));
+    if reached {
+        file.write_all_at(&original, start as u64).map_err(|e| format!("pwrite: {e}"))?;
+    }
+    if reached == private {
+        return Err("the write did not behave as the mapping's type requires".into());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("maptest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("maptest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
