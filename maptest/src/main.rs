@@ -34,6 +34,9 @@ OPTIONS:
                    needs FILE to be writable
     --hexdump N    print the first N bytes of the mapping as a hex dump
     --maps         print this mapping's line of /proc/self/maps
+    --hold         after checking, close FILE but keep the mapping until
+                   standard input reaches end of file (a mapping outlives
+                   its file descriptor; `rmmod mapdrv` is refused meanwhile)
     -q, --quiet    print nothing but errors
     -h, --help     print this help
 ";
@@ -46,6 +49,7 @@ struct Args {
     write: bool,
     hexdump: usize,
     maps: bool,
+    hold: bool,
     quiet: bool,
 }
 
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         write: false,
         hexdump: 0,
         maps: false,
+        hold: false,
         quiet: false,
     };
     let mut file = None;
@@ -78,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--write" => args.write = true,
             "--hexdump" => args.hexdump = number("--hexdump", it.next())?,
             "--maps" => args.maps = true,
+            "--hold" => args.hold = true,
             "-q" | "--quiet" => args.quiet = true,
             s if s.starts_with('-') => return Err(format!("unknown option {s} (see --help)")),
             s => {
@@ -184,6 +190,17 @@ fn run(args: Args) -> Result<bool, String> {
 
     if args.write {
         write_demo(&file, &m, start, args.private, &say)?;
+    }
+    if args.hold {
+        drop(file);
+        // Always printed: scripts wait for this line.
+        println!("maptest: holding the mapping with {} closed; end standard input to unmap", args.file);
+        std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+        std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).map_err(|e| format!("stdin: {e}"))?;
+        if let Err(mis) = expected.check(start, &m.to_vec()) {
+            eprintln!("maptest: MISMATCH after holding, at {mis}");
+            return Ok(false);
+        }
     }
     Ok(true)
 }

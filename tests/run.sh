@@ -1,0 +1,194 @@
+#!/bin/sh
+# The mapdrv test suite, run inside the guest (`make test` boots it with
+# `qemu/run --exec 'sh /tests/run.sh'`). One line per test,
+# `ok N - name` or `not ok N - name: reason`; the host adds the kernel-log
+# check and the closing `N passed, M failed` line.
+#
+# Module-level tests (parameters, load/unload, refusal to unload) are here;
+# the behaviour of the device itself is tested by /mapcheck with the module
+# loaded, and its lines are numbered into this list.
+cd /
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1: $2"; }
+
+# Runs test function $1; its last line of output is the reason if it fails.
+t() {
+    if out=$("$1" 2>&1); then
+        ok "$1"
+    else
+        notok "$1" "$(echo "$out" | tail -n 1)"
+    fi
+    # Whatever a test left loaded does not leak into the next one.
+    lsmod | grep -q '^mapdrv ' && rmmod mapdrv 2>/dev/null
+    return 0
+}
+
+fail() { echo "$*"; return 1; }
+loaded() { lsmod | grep -q '^mapdrv '; }
+major_of() { awk '$2 == "mapdrv" { print $1 }' /proc/devices; }
+# The last line the module logged.
+lastlog() { dmesg | grep 'mapdrv: ' | tail -n 1; }
+
+# insmod must fail with the given error text and log the given message.
+refused() { # expected-error-text expected-log-text insmod-args...
+    want_err=$1 want_log=$2
+    shift 2
+    if err=$(insmod mapdrv.ko "$@" 2>&1); then fail "insmod $* succeeded"; return 1; fi
+    echo "$err" | grep -q "$want_err" || { fail "insmod $*: '$err', expected '$want_err'"; return 1; }
+    lastlog | grep -qF "$want_log" || { fail "dmesg: '$(lastlog)', expected '$want_log'"; return 1; }
+    ! loaded || fail "module is loaded after a failed insmod" || return 1
+}
+
+load_unload() {
+    insmod mapdrv.ko || return 1
+    loaded || fail "not in lsmod after insmod" || return 1
+    major=$(major_of)
+    [ -n "$major" ] || fail "/proc/devices does not list mapdrv" || return 1
+    lastlog | grep -qE "mapdrv: 16 pages \(65536 bytes\) of vmalloc memory, major $major$" \
+        || fail "load message: '$(lastlog)'" || return 1
+    [ -d /sys/kernel/debug/mapdrv ] || fail "no debugfs directory" || return 1
+    rmmod mapdrv || fail "rmmod failed" || return 1
+    ! loaded || fail "still loaded after rmmod" || return 1
+    [ -z "$(major_of)" ] || fail "/proc/devices still lists mapdrv" || return 1
+    [ ! -e /dev/mapdrv ] || fail "/dev/mapdrv left behind" || return 1
+    [ ! -e /sys/kernel/debug/mapdrv ] || fail "debugfs directory left behind" || return 1
+    [ ! -e /sys/class/mapdrv ] || fail "device class left behind" || return 1
+    lastlog | grep -q "mapdrv: unloaded" || fail "no unload message" || return 1
+}
+
+dev_node() {
+    insmod mapdrv.ko || return 1
+    [ -c /dev/mapdrv ] || fail "/dev/mapdrv is not a char device" || return 1
+    set -- $(stat -c '%a %t %T %u' /dev/mapdrv)
+    [ "$1" = 600 ] || fail "/dev/mapdrv mode $1, expected 600" || return 1
+    [ "$((0x$2))" = "$(major_of)" ] || fail "/dev/mapdrv major $((0x$2)), /proc/devices $(major_of)" || return 1
+    [ "$((0x$3))" = 0 ] || fail "/dev/mapdrv minor $((0x$3))" || return 1
+    [ "$4" = 0 ] || fail "/dev/mapdrv owned by uid $4" || return 1
+    [ -e /sys/class/mapdrv/mapdrv/dev ] || fail "no /sys/class/mapdrv/mapdrv" || return 1
+}
+
+mknod_maptest() {
+    insmod mapdrv.ko || return 1
+    mknod /tmp/mapfile c "$(major_of)" 0 || return 1
+    out=$(./maptest /tmp/mapfile) || fail "maptest failed: $(echo "$out" | tail -n 1)" || return 1
+    echo "$out" | grep -q 'first line of the mapping: "mapdrv page 0 of 16"' \
+        || fail "maptest did not print page 0's first line" || return 1
+    rm /tmp/mapfile
+}
+
+param_pages_zero() { refused "Invalid argument" "mapdrv: pages=0 out of range 1..=262144" pages=0; }
+param_pages_too_big() { refused "Invalid argument" "mapdrv: pages=262145 out of range 1..=262144" pages=262145; }
+param_pages_not_a_number() {
+    ! insmod mapdrv.ko pages=many 2>/dev/null || fail "insmod pages=many succeeded" || return 1
+    ! loaded || fail "loaded with pages=many" || return 1
+}
+param_major_busy() { refused "Device or resource busy" "mapdrv: major 1 is already in use" major=1; }
+param_major_too_big() { refused "Invalid argument" "mapdrv: major=512 out of range 0..=511" major=512; }
+
+param_major_fixed() {
+    insmod mapdrv.ko major=240 || return 1
+    [ "$(major_of)" = 240 ] || fail "/proc/devices major $(major_of), expected 240" || return 1
+    ./maptest -q /dev/mapdrv || fail "maptest failed on major 240" || return 1
+}
+
+sizes() {
+    for p in 1 2 3 255 4096; do
+        insmod mapdrv.ko pages=$p || fail "insmod pages=$p" || return 1
+        lastlog | grep -q "mapdrv: $p pages ($((p * 4096)) bytes)" || fail "pages=$p: '$(lastlog)'" || return 1
+        out=$(./maptest /dev/mapdrv) || fail "pages=$p: $(echo "$out" | tail -n 1)" || return 1
+        echo "$out" | grep -q "mapdrv page 0 of $p\"" || fail "pages=$p: wrong header" || return 1
+        grep -q "^pages: $p$" /sys/kernel/debug/mapdrv/stats || fail "pages=$p: stats" || return 1
+        grep -q "^faults: $p$" /sys/kernel/debug/mapdrv/stats || fail "pages=$p: faults $(grep faults /sys/kernel/debug/mapdrv/stats), expected $p" || return 1
+        rmmod mapdrv || fail "rmmod pages=$p" || return 1
+    done
+}
+
+offset_window() {
+    insmod mapdrv.ko pages=8 || return 1
+    out=$(./maptest --offset 5 --pages 3 /dev/mapdrv) || fail "$(echo "$out" | tail -n 1)" || return 1
+    echo "$out" | grep -q '"mapdrv page 5 of 8"' || fail "offset 5 did not start at page 5" || return 1
+    ! ./maptest -q --offset 5 --pages 4 /dev/mapdrv 2>/dev/null || fail "a window past the end was mapped" || return 1
+}
+
+rmmod_refused_while_open() {
+    insmod mapdrv.ko || return 1
+    exec 3</dev/mapdrv
+    if rmmod mapdrv 2>/dev/null; then exec 3<&-; fail "rmmod succeeded with a file open"; return 1; fi
+    loaded || { exec 3<&-; fail "module gone with a file open"; return 1; }
+    grep -q '^opens: 1$' /sys/kernel/debug/mapdrv/stats || { exec 3<&-; fail "opens is not 1"; return 1; }
+    exec 3<&-
+    rmmod mapdrv || fail "rmmod refused after the file was closed" || return 1
+}
+
+rmmod_refused_while_mapped() {
+    insmod mapdrv.ko || return 1
+    rm -f /tmp/hold /tmp/hold.out
+    mkfifo /tmp/hold
+    ./maptest --hold /dev/mapdrv < /tmp/hold > /tmp/hold.out 2>&1 &
+    pid=$!
+    exec 4>/tmp/hold
+    i=0
+    until grep -q holding /tmp/hold.out; do
+        i=$((i + 1)); [ $i -gt 300 ] && { exec 4>&-; fail "maptest --hold never got ready"; return 1; }
+        sleep 0.1
+    done
+    stats=$(cat /sys/kernel/debug/mapdrv/stats)
+    refused=yes
+    rmmod mapdrv 2>/dev/null && refused=no
+    exec 4>&-
+    wait $pid || { fail "maptest --hold failed: $(tail -n 1 /tmp/hold.out)"; return 1; }
+    [ $refused = yes ] || fail "rmmod succeeded while a mapping existed" || return 1
+    # The descriptor is closed, but the mapping keeps the file itself open.
+    echo "$stats" | grep -q '^opens: 1$' || fail "opens not 1 with only a mapping: $stats" || return 1
+    echo "$stats" | grep -q '^mappings: 1$' || fail "mappings not 1: $stats" || return 1
+    grep -q '^mappings: 0$' /sys/kernel/debug/mapdrv/stats || fail "mappings not back to 0" || return 1
+    grep -q '^opens: 0$' /sys/kernel/debug/mapdrv/stats || fail "opens not back to 0" || return 1
+    rmmod mapdrv || fail "rmmod refused after the mapping was gone" || return 1
+}
+
+reload_cycles() {
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        p=$((i * 7))
+        insmod mapdrv.ko pages=$p || fail "cycle $i: insmod pages=$p" || return 1
+        ./maptest -q /dev/mapdrv || fail "cycle $i: maptest" || return 1
+        rmmod mapdrv || fail "cycle $i: rmmod" || return 1
+    done
+}
+
+device_contract() {
+    # Not a test itself: runs /mapcheck and numbers its lines into ours.
+    insmod mapdrv.ko || { notok mapcheck "insmod failed"; return; }
+    /mapcheck > /tmp/mapcheck.out 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        case $line in
+            "ok - "*) ok "${line#ok - }" ;;
+            "not ok - "*) rest=${line#not ok - }; notok "${rest%%: *}" "${rest#*: }" ;;
+            *) echo "# $line" ;;
+        esac
+    done < /tmp/mapcheck.out
+    grep -q '^ok - ' /tmp/mapcheck.out || notok mapcheck "ran no test (exit $rc)"
+    [ $rc = 0 ] || grep -q '^not ok - ' /tmp/mapcheck.out || notok mapcheck "exit status $rc"
+    rmmod mapdrv 2>/dev/null || notok mapcheck_unload "rmmod failed after mapcheck"
+}
+
+t load_unload
+t dev_node
+t mknod_maptest
+t param_pages_zero
+t param_pages_too_big
+t param_pages_not_a_number
+t param_major_busy
+t param_major_too_big
+t param_major_fixed
+t sizes
+t offset_window
+t rmmod_refused_while_open
+t rmmod_refused_while_mapped
+t reload_cycles
+device_contract
+
+echo "# guest: $((n - failed)) of $n tests passed"
+[ $failed = 0 ]
