@@ -2,11 +2,11 @@
 # The classic lesson, run by `make run` inside the guest: each command is
 # shown before it runs, as a newcomer would type it.
 set -e
-explain() { printf '\n# %s\n' "$*"; }
+explain() { echo; for line in "$@"; do echo "# $line"; done; }
 run() { printf '$ %s\n' "$*"; eval "$*"; }
 
-explain "Load the driver. It vmallocs a buffer (virtually contiguous, physically"
-explain "scattered pages), fills it, and registers a character device."
+explain "Load the driver. It vmallocs a buffer (virtually contiguous, physically" \
+        "scattered pages), fills it, and registers a character device."
 run insmod mapdrv.ko
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
 
@@ -18,11 +18,11 @@ explain "Make a node for it, as the lesson does (devtmpfs also made /dev/mapdrv)
 run "mknod mapfile c $major 0"
 run "ls -l mapfile /dev/mapdrv"
 
-explain "Map the kernel buffer into a process and read it back. The process sees"
-explain "only virtual addresses; nothing is mapped until a page is first touched,"
-explain "then the driver's fault handler walks the kernel page tables"
-explain "(PGD -> P4D -> PUD -> PMD -> PTE) to the page behind that part of the"
-explain "buffer and maps exactly that page: demand paging."
+explain "Map the kernel buffer into a process and read it back. The process sees" \
+        "only virtual addresses; nothing is mapped until a page is first touched," \
+        "then the driver's fault handler walks the kernel page tables" \
+        "(PGD -> P4D -> PUD -> PMD -> PTE) to the page behind that part of the" \
+        "buffer and maps exactly that page: demand paging."
 run "./maptest --maps --hexdump 48 mapfile"
 
 explain "The driver's counters: one fault per page touched, nothing left open."

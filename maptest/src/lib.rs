@@ -250,6 +250,26 @@ impl Mapping {
         Ok(())
     }
 
+    /// Splits the handle in two at byte `at`, a multiple of [`PAGE_SIZE`] strictly inside the
+    /// mapping: `self` keeps `[0, at)` and the returned handle owns `[at, len)`.
+    ///
+    /// No system call is made (the kernel's area is not split by this). Each handle unmaps only
+    /// its own part when dropped, so a hole can be punched in the middle of a mapping with
+    /// `split_off` followed by [`Mapping::unmap_tail`] on the first part.
+    pub fn split_off(&mut self, at: usize) -> Mapping {
+        assert!(
+            at > 0 && at < self.len && at % PAGE_SIZE == 0,
+            "cannot split a mapping of {} bytes at {at}",
+            self.len
+        );
+        // SAFETY: `at` is strictly inside the mapping, so the pointer stays within it (and is
+        // not null).
+        let ptr = unsafe { self.ptr.add(at) };
+        let tail = Mapping { ptr, len: self.len - at };
+        self.len = at;
+        tail
+    }
+
     /// The line of `/proc/self/maps` that describes this mapping.
     pub fn maps_line(&self) -> io::Result<String> {
         let maps = std::fs::read_to_string("/proc/self/maps")?;
