@@ -18,7 +18,8 @@
 //!    step 2 for that page and inserts it into the process's page tables: demand paging.
 //!
 //! Contents: the byte at offset `off` is `off % 251`, except that page `i` of `n` begins with
-//! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`.
+//! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`, and
+//! step 2 done by hand for every page, level by level, in `/sys/kernel/debug/mapdrv/pagewalk`.
 
 use kernel::{
     debugfs,
@@ -40,6 +41,9 @@ use kernel::{
 #[path = "rust/chrdev.rs"]
 mod chrdev;
 #[allow(unreachable_pub)]
+#[path = "rust/pagewalk.rs"]
+mod pagewalk;
+#[allow(unreachable_pub)]
 #[path = "rust/vm_ops.rs"]
 mod vm_ops;
 #[allow(unreachable_pub)]
@@ -47,8 +51,9 @@ mod vm_ops;
 mod vmalloc_buffer;
 
 use chrdev::{CharDevice, Options, Registration};
+use pagewalk::Level;
 use vm_ops::{FaultError, Mapped, VmFault, VmOperations, VmaNewExt};
-use vmalloc_buffer::VmallocBuffer;
+use vmalloc_buffer::{VmallocBuffer, WalkCheckError};
 
 module! {
     type: MapDrv,
@@ -131,6 +136,77 @@ impl Stats {
         writeln!(f, "mappings: {}", self.mappings.load(Relaxed))?;
         writeln!(f, "opens: {}", self.opens.load(Relaxed))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The pages: from a buffer offset to its page, through the kernel page tables.
+// ---------------------------------------------------------------------------------------------
+
+/// Walks the page tables by hand for every page of the buffer and checks each result against
+/// the kernel's own walk (`vmalloc_to_page()`, which the fault handler uses) and against the
+/// bytes seen through the direct map. Logs no addresses.
+fn check_page_walks(buffer: &VmallocBuffer) -> Result {
+    let Some(mode) = pagewalk::paging_mode() else {
+        pr_info!("no explicit page walk on this architecture; vmalloc_to_page() only\n");
+        return Ok(());
+    };
+    for i in 0..buffer.pages() {
+        let why = match buffer.check_walk(i) {
+            Ok(_) => continue,
+            Err(WalkCheckError::Walk(pagewalk::WalkError::NotPresent(e))) => match e.level {
+                Level::Pgd => "its PGD entry is not present",
+                Level::P4d => "its P4D entry is not present",
+                Level::Pud => "its PUD entry is not present",
+                Level::Pmd => "its PMD entry is not present",
+                Level::Pte => "its PTE is not present",
+            },
+            Err(WalkCheckError::Walk(pagewalk::WalkError::Unsupported)) => "the walk failed",
+            Err(WalkCheckError::PageDiffers) => {
+                "it found another struct page than vmalloc_to_page()"
+            }
+            Err(WalkCheckError::BytesDiffer) => "the direct map shows other bytes",
+        };
+        pr_err!("page walk of page {i} disagrees with the kernel: {why}\n");
+        return Err(EIO);
+    }
+    pr_info!("page walk: all {} pages agree with vmalloc_to_page(); {mode}\n", buffer.pages());
+    Ok(())
+}
+
+/// The contents of `/sys/kernel/debug/mapdrv/pagewalk`: a header naming the paging mode, then
+/// one line per buffer page with each level's index and entry, and where the walk led.
+fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let Some(mode) = pagewalk::paging_mode() else {
+        return writeln!(f, "# mapdrv page walk: not available on this architecture");
+    };
+    writeln!(f, "# mapdrv page walk: x86_64, {mode}")?;
+    writeln!(f, "# pages: {}", buffer.pages())?;
+    for i in 0..buffer.pages() {
+        let (Some(addr), Some(walk)) = (buffer.page_addr(i), buffer.walk(i)) else {
+            break;
+        };
+        write!(f, "page={i} vaddr={addr:#x}")?;
+        match walk {
+            Ok(t) => {
+                for level in [Level::Pgd, Level::P4d, Level::Pud, Level::Pmd, Level::Pte] {
+                    match t.entry(level) {
+                        Some(e) => write!(f, " {e}")?,
+                        None => write!(f, " {}=folded", level.name())?,
+                    }
+                }
+                writeln!(
+                    f,
+                    " pfn={:#x} phys={:#x} struct_page={:#x} directmap={:#x}",
+                    t.pfn(),
+                    t.phys,
+                    t.page_ptr(),
+                    t.direct_map_addr()
+                )?;
+            }
+            Err(e) => writeln!(f, " error={e:?}")?,
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,6 +347,7 @@ struct MapDrv {
     // Dropped in this order: the device first, so that nothing new can open it.
     dev: Registration<MapFile>,
     _stats: Pin<KBox<debugfs::File<Arc<Shared>>>>,
+    _pagewalk: Pin<KBox<debugfs::File<Arc<Shared>>>>,
     _debugfs: debugfs::Dir,
 }
 
@@ -308,10 +385,19 @@ impl kernel::Module for MapDrv {
             GFP_KERNEL,
         )?;
 
+        // 2. Every page found by hand through the page tables, checked against the kernel.
+        check_page_walks(&shared.buffer)?;
+
         let debugfs = debugfs::Dir::new(c"mapdrv");
         let stats = KBox::pin_init(
             debugfs.read_callback_file(c"stats", shared.clone(), &|s: &Arc<Shared>, f| {
                 s.stats.show(s.buffer.pages(), f)
+            }),
+            GFP_KERNEL,
+        )?;
+        let pagewalk = KBox::pin_init(
+            debugfs.read_callback_file(c"pagewalk", shared.clone(), &|s: &Arc<Shared>, f| {
+                show_page_walks(&s.buffer, f)
             }),
             GFP_KERNEL,
         )?;
@@ -335,12 +421,134 @@ impl kernel::Module for MapDrv {
             npages * PAGE_SIZE,
             dev.major()
         );
-        Ok(MapDrv { dev, _stats: stats, _debugfs: debugfs })
+        Ok(MapDrv { dev, _stats: stats, _pagewalk: pagewalk, _debugfs: debugfs })
     }
 }
 
 impl Drop for MapDrv {
     fn drop(&mut self) {
         pr_info!("unloaded (major {})\n", self.dev.major());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// KUnit: the page walker, run when the module loads on a kernel with CONFIG_KUNIT=y.
+// ---------------------------------------------------------------------------------------------
+
+#[kunit_tests(mapdrv_pagewalk)]
+mod tests {
+    use super::*;
+    use pagewalk::{Entry, PagingMode, WalkError};
+
+    /// Fails the calling test with `EIO`, naming the condition, if it does not hold. (A panic
+    /// would bring the kernel down; KUnit's own `assert!` exists only inside `#[test]` bodies.)
+    macro_rules! check {
+        ($cond:expr) => {
+            if !$cond {
+                pr_err!("kunit check failed at line {}: {}\n", line!(), stringify!($cond));
+                return Err(EIO);
+            }
+        };
+    }
+
+    /// Walks every page of a fresh buffer of `pages` pages and checks each one against
+    /// `vmalloc_to_page()` and the direct map.
+    fn walk_buffer(pages: usize) -> Result {
+        if pagewalk::paging_mode().is_none() {
+            return Ok(());
+        }
+        let buffer = KBox::pin_init(VmallocBuffer::new(pages, GFP_KERNEL, fill)?, GFP_KERNEL)?;
+        let mut pfns = KVec::with_capacity(pages, GFP_KERNEL)?;
+        for i in 0..pages {
+            let t = buffer.check_walk(i).map_err(|_| EIO)?;
+            check!(t.page_size == PAGE_SIZE as u64);
+            check!(t.phys & (PAGE_SIZE as u64 - 1) == 0);
+            let pte = t.entry(Level::Pte).ok_or(EIO)?;
+            // A kernel data page: present, writable, not for user mode, never executable.
+            check!(pte.present() && pte.writable() && !pte.user() && pte.nx());
+            pfns.push(t.pfn(), GFP_KERNEL)?;
+        }
+        // Distinct pages of the buffer are distinct frames.
+        pfns.sort_unstable();
+        check!(pfns.windows(2).all(|w| w[0] != w[1]));
+        Ok(())
+    }
+
+    #[test]
+    fn walk_matches_vmalloc_to_page_1_page() -> Result {
+        walk_buffer(1)
+    }
+
+    #[test]
+    fn walk_matches_vmalloc_to_page_16_pages() -> Result {
+        walk_buffer(16)
+    }
+
+    #[test]
+    fn walk_matches_vmalloc_to_page_4096_pages() -> Result {
+        walk_buffer(4096)
+    }
+
+    #[test]
+    fn walk_levels_follow_paging_mode() -> Result {
+        let Some(mode) = pagewalk::paging_mode() else {
+            return Ok(());
+        };
+        let buffer = KBox::pin_init(VmallocBuffer::new(1, GFP_KERNEL, fill)?, GFP_KERNEL)?;
+        let t = buffer.walk(0).ok_or(EIO)?.map_err(|_| EIO)?;
+        let levels = t.entries().count();
+        check!(levels == (if mode == PagingMode::FiveLevel { 5 } else { 4 }));
+        check!(t.entry(Level::P4d).is_some() == (mode == PagingMode::FiveLevel));
+        // Each index is the right 9 bits of the address.
+        let addr = buffer.page_addr(0).ok_or(EIO)? as u64;
+        check!(t.entry(Level::Pte).ok_or(EIO)?.index as u64 == (addr >> 12) & 511);
+        check!(t.entry(Level::Pmd).ok_or(EIO)?.index as u64 == (addr >> 21) & 511);
+        check!(t.entry(Level::Pud).ok_or(EIO)?.index as u64 == (addr >> 30) & 511);
+        Ok(())
+    }
+
+    /// A `kmalloc`ed object lives in the direct map, which the kernel maps with huge pages where
+    /// it can: the walk must resolve them, and land on the object's own physical address.
+    #[test]
+    fn walk_resolves_direct_map() -> Result {
+        if pagewalk::paging_mode().is_none() {
+            return Ok(());
+        }
+        let obj = KBox::new([0u8; 64], GFP_KERNEL)?;
+        let addr = core::ptr::from_ref(&*obj) as usize;
+        // SAFETY: `obj` keeps `addr` mapped during the walk.
+        let t = unsafe { pagewalk::walk(addr) }.map_err(|_| EIO)?;
+        check!(t.direct_map_addr() == addr);
+        check!(t.page_size == 4096 || t.page_size == 2 << 20 || t.page_size == 1 << 30);
+        let last = t.entries().last().ok_or(EIO)?;
+        check!(last.huge() == (t.page_size != 4096));
+        Ok(())
+    }
+
+    /// The page after a vmalloc area is its guard page: nothing is mapped there.
+    #[test]
+    fn walk_reports_guard_page_not_present() -> Result {
+        if pagewalk::paging_mode().is_none() {
+            return Ok(());
+        }
+        let buffer = KBox::pin_init(VmallocBuffer::new(1, GFP_KERNEL, fill)?, GFP_KERNEL)?;
+        let guard = buffer.page_addr(0).ok_or(EIO)? + PAGE_SIZE;
+        // SAFETY: The guard page belongs to the live vmalloc area of `buffer`; x86 never frees
+        // the vmalloc area's page tables, so the walk reads only live tables.
+        let result = unsafe { pagewalk::walk(guard) };
+        check!(matches!(result, Err(WalkError::NotPresent(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn entry_flags_decode() -> Result {
+        let e = Entry { level: Level::Pte, index: 3, raw: 0x8000_0000_0123_4163 };
+        check!(e.present() && e.writable() && !e.user() && e.nx() && e.global() && !e.huge());
+        let pmd = Entry { level: Level::Pmd, index: 0, raw: 0x0000_0000_0020_00e3 };
+        check!(pmd.huge() && !pmd.nx());
+        // The PS bit means nothing at the PTE level (it is PAT there).
+        let pte = Entry { level: Level::Pte, index: 0, raw: 0x83 };
+        check!(!pte.huge());
+        Ok(())
     }
 }

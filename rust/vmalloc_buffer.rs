@@ -12,6 +12,7 @@
 //! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
 //! very buffer.
 
+use crate::pagewalk::{self, Translation, WalkError};
 use core::ptr::NonNull;
 use kernel::{
     alloc::{allocator::Vmalloc, Flags},
@@ -20,6 +21,17 @@ use kernel::{
     prelude::*,
     sync::{Mutex, MutexGuard},
 };
+
+/// How the explicit page-table walk of a page disagreed with the kernel.
+#[derive(Copy, Clone, Debug)]
+pub enum WalkCheckError {
+    /// The walk failed (or has no implementation on this architecture).
+    Walk(WalkError),
+    /// The walk found another `struct page` than `vmalloc_to_page()`, or a huge page.
+    PageDiffers,
+    /// The page's bytes read through the direct map differ from those read through vmalloc.
+    BytesDiffer,
+}
 
 /// The bytes of a [`VmallocBuffer`], as a slice that cannot grow or shrink.
 pub struct Bytes(VVec<u8>);
@@ -107,5 +119,42 @@ impl VmallocBuffer {
         // SAFETY: `ptr` points into a live `Vmalloc` allocation, which lives as long as `self`
         // and so as long as the returned page borrows it.
         Some(unsafe { Vmalloc::to_page(ptr) })
+    }
+
+    /// The kernel virtual address of page `index`, or `None` past the end.
+    pub fn page_addr(&self, index: usize) -> Option<usize> {
+        (index < self.pages).then(|| self.base.as_ptr() as usize + index * PAGE_SIZE)
+    }
+
+    /// Translates page `index` by walking the kernel page tables by hand, or `None` past the
+    /// end.
+    pub fn walk(&self, index: usize) -> Option<Result<Translation, WalkError>> {
+        let addr = self.page_addr(index)?;
+        // SAFETY: The page is part of our allocation, which stays mapped while `self` lives.
+        Some(unsafe { pagewalk::walk(addr) })
+    }
+
+    /// Walks page `index` by hand and checks the result against the kernel: the walk must
+    /// find the `struct page` that `vmalloc_to_page()` returns, and the page read through its
+    /// direct-map address must hold the same bytes as read through the buffer.
+    pub fn check_walk(&self, index: usize) -> Result<Translation, WalkCheckError> {
+        let t = self.walk(index).ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
+        let t = t.map_err(WalkCheckError::Walk)?;
+        let page = self.page(index).ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
+        if t.page_ptr() != page.as_ptr() as usize || t.page_size != PAGE_SIZE as u64 {
+            return Err(WalkCheckError::PageDiffers);
+        }
+        let bytes = self.lock();
+        let via_vmalloc = &bytes[index * PAGE_SIZE..(index + 1) * PAGE_SIZE];
+        // SAFETY: The walk and `vmalloc_to_page()` agree that this direct-map address is the
+        // start of the same page frame, a page of our live allocation; the direct map covers all
+        // of RAM, so `PAGE_SIZE` bytes from there are mapped and readable. Holding the lock
+        // keeps the kernel's own writers away.
+        let via_direct_map =
+            unsafe { core::slice::from_raw_parts(t.direct_map_addr() as *const u8, PAGE_SIZE) };
+        if via_vmalloc != via_direct_map {
+            return Err(WalkCheckError::BytesDiffer);
+        }
+        Ok(t)
     }
 }

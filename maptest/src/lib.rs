@@ -104,8 +104,8 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Protection and sharing of a [`Mapping`].
-#[derive(Debug, Clone, Copy)]
+/// Protection and sharing of a [`Mapping`]; the default is a read-only shared mapping.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MapOptions {
     pub write: bool,
     pub exec: bool,
@@ -113,11 +113,6 @@ pub struct MapOptions {
     pub populate: bool,
 }
 
-impl Default for MapOptions {
-    fn default() -> Self {
-        MapOptions { write: false, exec: false, private: false, populate: false }
-    }
-}
 
 /// A mapping made with `mmap(2)`, unmapped on drop.
 ///
@@ -242,7 +237,7 @@ impl Mapping {
 
     /// Unmaps `len` bytes at the end of the mapping (a partial `munmap(2)`).
     pub fn unmap_tail(&mut self, len: usize) -> io::Result<()> {
-        assert!(len <= self.len && len % PAGE_SIZE == 0);
+        assert!(len <= self.len && len.is_multiple_of(PAGE_SIZE));
         let keep = self.len - len;
         // SAFETY: The tail is ours; afterwards `self.len` no longer covers it.
         cvt(unsafe { libc::munmap(self.ptr.as_ptr().add(keep).cast(), len) })?;
@@ -258,7 +253,7 @@ impl Mapping {
     /// `split_off` followed by [`Mapping::unmap_tail`] on the first part.
     pub fn split_off(&mut self, at: usize) -> Mapping {
         assert!(
-            at > 0 && at < self.len && at % PAGE_SIZE == 0,
+            at > 0 && at < self.len && at.is_multiple_of(PAGE_SIZE),
             "cannot split a mapping of {} bytes at {at}",
             self.len
         );

@@ -7,11 +7,14 @@ use std::process::ExitCode;
 
 use maptest::{buffer_size, is_char_device, Expected, MapOptions, Mapping, PAGE_SIZE};
 
+mod walk;
+
 const HELP: &str = "\
 maptest: map mapdrv's kernel buffer into this process and read it back
 
 USAGE:
     maptest [OPTIONS] FILE
+    maptest walk [--rows N]
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
 `mknod mapfile c MAJOR 0` (MAJOR from /proc/devices).
@@ -24,6 +27,12 @@ mincore(2)), prints the first line of the first mapped page, and checks every
 byte against what the driver wrote: byte `off` is `off % 251`, except that
 page i of n begins with \"mapdrv page i of n\\n\". It exits with status 1 and
 the first differing offset if anything differs.
+
+`maptest walk` shows how the driver's buffer translates, page by page:
+the indices of the PGD, P4D, PUD, PMD and PTE entries the kernel's page-table
+walk goes through, the page frame each page lands in, and how scattered the
+frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
+the module loaded; --rows N shows N rows (default 32).
 
 OPTIONS:
     --pages N      map N pages instead of the whole buffer
@@ -236,7 +245,47 @@ fn write_demo(file: &File, m: &Mapping, start: usize, private: bool, say: &dyn F
     Ok(())
 }
 
+fn walk_main() -> ExitCode {
+    let mut rows = 32;
+    let mut it = std::env::args().skip(2);
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next().map(|v| v.parse::<usize>())) {
+            ("--rows", Some(Ok(n))) => rows = n,
+            _ => {
+                eprintln!("maptest: usage: maptest walk [--rows N]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let text = match std::fs::read_to_string(walk::PAGEWALK_PATH) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("maptest: {}: {e} (root and a loaded mapdrv needed)", walk::PAGEWALK_PATH);
+            return ExitCode::from(1);
+        }
+    };
+    let w = match walk::parse(&text) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("maptest: {}: {e}", walk::PAGEWALK_PATH);
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", w.render(rows));
+    let mut pfns: Vec<u64> = w.rows.iter().map(|r| r.pfn).collect();
+    pfns.sort_unstable();
+    pfns.dedup();
+    if pfns.len() != w.rows.len() {
+        eprintln!("maptest: two pages of the buffer translate to the same frame");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("walk") {
+        return walk_main();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

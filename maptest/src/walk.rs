@@ -1,0 +1,230 @@
+//! `maptest walk`: show the driver's page-table walk of its buffer to a person.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// Where the driver publishes the walk (root only).
+pub const PAGEWALK_PATH: &str = "/sys/kernel/debug/mapdrv/pagewalk";
+
+/// One entry read at one level: `pte[237]=0x80000000008d0163(P,W,NX,G)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelEntry {
+    pub index: u32,
+    pub raw: u64,
+    pub flags: String,
+}
+
+/// One line of the walk: a page of the buffer and how its address translates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub page: usize,
+    pub vaddr: u64,
+    /// `pgd`, `p4d`, `pud`, `pmd`, `pte`: `None` for a level folded away (P4D with 4-level
+    /// paging).
+    pub levels: HashMap<String, Option<LevelEntry>>,
+    pub pfn: u64,
+    pub phys: u64,
+    pub page_struct: u64,
+    pub direct_map: u64,
+}
+
+/// The whole file: the paging mode named in the header, and the rows.
+#[derive(Debug, Clone)]
+pub struct PageWalk {
+    pub mode: String,
+    pub rows: Vec<Row>,
+}
+
+pub const LEVELS: [&str; 5] = ["pgd", "p4d", "pud", "pmd", "pte"];
+
+fn hex(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix("0x").ok_or_else(|| format!("not hex: {s}"))?;
+    u64::from_str_radix(digits, 16).map_err(|_| format!("not hex: {s}"))
+}
+
+fn parse_level(value: &str) -> Result<LevelEntry, String> {
+    // `[237]=0x80000000008d0163(P,W,NX,G)`
+    let bad = || format!("bad entry: {value}");
+    let rest = value.strip_prefix('[').ok_or_else(bad)?;
+    let (index, rest) = rest.split_once("]=").ok_or_else(bad)?;
+    let (raw, flags) = rest.split_once('(').ok_or_else(bad)?;
+    let flags = flags.strip_suffix(')').ok_or_else(bad)?;
+    Ok(LevelEntry {
+        index: index.parse().map_err(|_| bad())?,
+        raw: hex(raw)?,
+        flags: flags.to_owned(),
+    })
+}
+
+fn parse_row(line: &str) -> Result<Row, String> {
+    let mut levels = HashMap::new();
+    let mut fields = HashMap::new();
+    for tok in line.split_whitespace() {
+        if let Some(level) = LEVELS.iter().find(|l| tok.starts_with(*l)) {
+            let rest = &tok[level.len()..];
+            let entry = if rest == "=folded" { None } else { Some(parse_level(rest)?) };
+            levels.insert(level.to_string(), entry);
+        } else if let Some((k, v)) = tok.split_once('=') {
+            fields.insert(k, v);
+        } else {
+            return Err(format!("bad token {tok:?} in {line:?}"));
+        }
+    }
+    if let Some(err) = fields.get("error") {
+        return Err(format!("the driver could not walk a page: {err}"));
+    }
+    let get = |k: &str| fields.get(k).copied().ok_or_else(|| format!("no {k}= in {line:?}"));
+    for l in LEVELS {
+        if !levels.contains_key(l) {
+            return Err(format!("no {l} in {line:?}"));
+        }
+    }
+    Ok(Row {
+        page: get("page")?.parse().map_err(|_| format!("bad page in {line:?}"))?,
+        vaddr: hex(get("vaddr")?)?,
+        levels,
+        pfn: hex(get("pfn")?)?,
+        phys: hex(get("phys")?)?,
+        page_struct: hex(get("struct_page")?)?,
+        direct_map: hex(get("directmap")?)?,
+    })
+}
+
+/// Parses the driver's `pagewalk` file.
+pub fn parse(text: &str) -> Result<PageWalk, String> {
+    let mut mode = None;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("# mapdrv page walk: ") {
+            mode = Some(h.to_owned());
+        } else if line.starts_with('#') || line.is_empty() {
+            continue;
+        } else {
+            rows.push(parse_row(line)?);
+        }
+    }
+    Ok(PageWalk { mode: mode.ok_or("no header line")?, rows })
+}
+
+impl PageWalk {
+    /// How many neighbouring pages (virtually consecutive) are not in consecutive frames.
+    pub fn breaks(&self) -> usize {
+        self.rows.windows(2).filter(|w| w[1].pfn != w[0].pfn + 1).count()
+    }
+
+    /// Consecutive runs of frames, i.e. physically contiguous pieces of the buffer.
+    pub fn runs(&self) -> usize {
+        if self.rows.is_empty() { 0 } else { self.breaks() + 1 }
+    }
+
+    /// Renders the table and the explanation for a person; at most `max_rows` rows.
+    pub fn render(&self, max_rows: usize) -> String {
+        let mut out = String::new();
+        let five = self.rows.first().is_some_and(|r| r.levels.get("p4d").is_some_and(|e| e.is_some()));
+        let _ = writeln!(out, "Page walk of mapdrv's buffer: {}", self.mode);
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Each row is one 4 KiB page of the driver's vmalloc buffer. The kernel finds the \
+             page behind a virtual address the way the MMU does: 9 bits of the address index \
+             the top table (PGD){}, whose entry points to the next table (PUD), then the PMD, \
+             then the PTE, whose entry holds the page frame number (pfn): the page's physical \
+             address divided by 4096. The driver's fault handler does this walk (in \
+             vmalloc_to_page()) for each page a process first touches; these rows were walked \
+             by hand, level by level, and checked against it. Flags: P present, W writable, \
+             U user (upper levels allow it, the PTE decides), NX not executable, G global. \
+             'direct map' is the same physical page at the address the kernel's linear map of \
+             all RAM gives it.",
+            if five { ", then the P4D" } else { "" }
+        );
+        let _ = writeln!(out);
+        let mut header = format!("{:>5}  {:<18}", "page", "virtual address");
+        for l in LEVELS {
+            if l == "p4d" && !five {
+                continue;
+            }
+            let _ = write!(header, "  {:>4}", l.to_uppercase());
+        }
+        let _ = write!(header, "  {:<12}  {:>10}  {:<14}  {:<18}", "PTE flags", "pfn", "physical", "direct map");
+        let _ = writeln!(out, "{header}");
+        for row in self.rows.iter().take(max_rows) {
+            let mut line = format!("{:>5}  {:<#18x}", row.page, row.vaddr);
+            for l in LEVELS {
+                match row.levels.get(l) {
+                    Some(Some(e)) => {
+                        let _ = write!(line, "  {:>4}", e.index);
+                    }
+                    _ if l == "p4d" && !five => {}
+                    _ => line.push_str("     -"),
+                }
+            }
+            let flags = row.levels.get("pte").and_then(|e| e.as_ref()).map(|e| e.flags.as_str()).unwrap_or("");
+            let _ = write!(line, "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}", flags, row.pfn, row.phys, row.direct_map);
+            let _ = writeln!(out, "{line}");
+        }
+        if self.rows.len() > max_rows {
+            let _ = writeln!(out, "  ... {} more pages (maptest walk --rows N shows more)", self.rows.len() - max_rows);
+        }
+        let n = self.rows.len();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Summary: {n} virtually consecutive pages ({} bytes at {:#x}) sit in {} physically \
+             contiguous run(s) of frames; {} of the {} steps from one page to the next are not \
+             to the next frame.",
+            n * 4096,
+            self.rows.first().map_or(0, |r| r.vaddr),
+            self.runs(),
+            self.breaks(),
+            n.saturating_sub(1)
+        );
+        let _ = writeln!(
+            out,
+            "vmalloc promises only virtual contiguity: each page is allocated on its own, \
+             from wherever the page allocator finds one, and the page tables stitch them into \
+             one range of addresses."
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "# mapdrv page walk: x86_64, 5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)
+# pages: 3
+page=0 vaddr=0xffa00000000ed000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[237]=0x80000000008d0163(P,W,NX,G) pfn=0x8d0 phys=0x8d0000 struct_page=0xffd4000000023400 directmap=0xff110000008d0000
+page=1 vaddr=0xffa00000000ee000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[238]=0x80000000008d1163(P,W,NX,G) pfn=0x8d1 phys=0x8d1000 struct_page=0xffd4000000023440 directmap=0xff110000008d1000
+page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[239]=0x8000000000a00163(P,W,NX,G) pfn=0xa00 phys=0xa00000 struct_page=0xffd4000000028000 directmap=0xff11000000a00000
+";
+
+    #[test]
+    fn parses_and_counts_breaks() {
+        let w = parse(SAMPLE).unwrap();
+        assert_eq!(w.rows.len(), 3);
+        assert!(w.mode.contains("5-level"));
+        assert_eq!(w.rows[2].pfn, 0xa00);
+        assert_eq!(w.rows[0].levels["pte"].as_ref().unwrap().index, 237);
+        assert_eq!(w.rows[0].levels["pte"].as_ref().unwrap().flags, "P,W,NX,G");
+        assert_eq!(w.breaks(), 1);
+        assert_eq!(w.runs(), 2);
+        let text = w.render(10);
+        assert!(text.contains("3 virtually consecutive pages"));
+        assert!(text.contains("2 physically contiguous run(s)"));
+    }
+
+    #[test]
+    fn folded_p4d() {
+        let line = SAMPLE.lines().nth(2).unwrap().replace("p4d[0]=0x000000000014f067(P,W,U)", "p4d=folded");
+        let w = parse(&format!("# mapdrv page walk: x86_64, 4-level\n{line}\n")).unwrap();
+        assert_eq!(w.rows[0].levels["p4d"], None);
+        assert!(!w.render(5).contains("P4D "));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse("page=0 vaddr=zz").is_err());
+        assert!(parse("# mapdrv page walk: x\npage=0 error=NotPresent\n").is_err());
+    }
+}
