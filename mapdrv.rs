@@ -365,7 +365,17 @@ impl kernel::Module for MapDrv {
         }
         let npages = npages as usize;
 
-        // 1. The buffer: virtually contiguous, physically scattered.
+        // 1. The buffer: virtually contiguous, physically scattered. A buffer the machine
+        // cannot spare is refused before the allocation could wake the OOM killer.
+        let available = vmalloc_buffer::available_pages();
+        if npages > available {
+            pr_err!(
+                "cannot vmalloc {} bytes for pages={npages}: only {} bytes of memory available\n",
+                npages * PAGE_SIZE,
+                available * PAGE_SIZE
+            );
+            return Err(ENOMEM);
+        }
         let buffer = match VmallocBuffer::new(npages, GFP_KERNEL | __GFP_NOWARN, fill) {
             Ok(buffer) => buffer,
             Err(e) => {

@@ -22,6 +22,18 @@ use kernel::{
     sync::{Mutex, MutexGuard},
 };
 
+/// The number of pages the kernel estimates it can hand out now without swapping (the
+/// `MemAvailable` of `/proc/meminfo`).
+///
+/// A caller about to make a large allocation can refuse it up front: the Rust allocation
+/// flags offer no `__GFP_RETRY_MAYFAIL`, so a `GFP_KERNEL` allocation beyond what is available
+/// would wake the OOM killer before it fails.
+pub fn available_pages() -> usize {
+    // SAFETY: `si_mem_available()` only reads global memory counters.
+    let pages = unsafe { kernel::bindings::si_mem_available() };
+    usize::try_from(pages).unwrap_or(0)
+}
+
 /// How the explicit page-table walk of a page disagreed with the kernel.
 #[derive(Copy, Clone, Debug)]
 pub enum WalkCheckError {

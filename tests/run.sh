@@ -4,17 +4,25 @@
 # `ok N - name` or `not ok N - name: reason`; the host adds the kernel-log
 # check and the closing `N passed, M failed` line.
 #
-# Module-level tests (parameters, load/unload, refusal to unload) are here;
-# the behaviour of the device itself is tested by /mapcheck with the module
-# loaded, and its lines are numbered into this list.
+# Module-level tests (parameters, load/unload, refusal to unload, the page
+# walk, KUnit) are here; the behaviour of the device itself is tested by
+# /mapcheck with the module loaded, and its lines are numbered into this list.
+#
+#   sh /tests/run.sh [NAME...]   run only the named tests
+# Environment: MAPDRV_TEST_FIRST (number of the first test, default 1),
+# MAPDRV_TEST_SUFFIX (appended to every name), MAPDRV_REQUIRE_KUNIT=1 (a
+# kernel without KUnit is a failure, not a skip).
 cd /
-n=0
+ONLY=" $* "
+n=$((${MAPDRV_TEST_FIRST:-1} - 1))
 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1: $2"; }
+ok() { n=$((n + 1)); echo "ok $n - $1${MAPDRV_TEST_SUFFIX:-}"; }
+notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1${MAPDRV_TEST_SUFFIX:-}: $2"; }
+want() { [ "$ONLY" = "  " ] || case $ONLY in *" $1 "*) true ;; *) false ;; esac; }
 
 # Runs test function $1; its last line of output is the reason if it fails.
 t() {
+    want "$1" || return 0
     if out=$("$1" 2>&1); then
         ok "$1"
     else
@@ -157,6 +165,91 @@ reload_cycles() {
     done
 }
 
+# --- The explicit page-table walk ------------------------------------------
+
+# The paging mode the guest runs in: 5-level if the CPU has LA57 and the
+# kernel was not told no5lvl.
+expected_mode() {
+    if grep -qw la57 /proc/cpuinfo && ! grep -qw no5lvl /proc/cmdline; then
+        echo 5-level
+    else
+        echo 4-level
+    fi
+}
+
+pagewalk_matches_kernel() {
+    # At load the driver walks every page by hand and refuses to load if any
+    # walk disagrees with vmalloc_to_page() or the direct map.
+    mode=$(expected_mode)
+    for p in 1 16 4096; do
+        insmod mapdrv.ko pages=$p || fail "insmod pages=$p" || return 1
+        line=$(dmesg | grep 'mapdrv: page walk' | tail -n 1)
+        echo "$line" | grep -q "page walk: all $p pages agree with vmalloc_to_page(); $mode paging" \
+            || fail "pages=$p: '$line' (expected $mode)" || return 1
+        head -n 1 /sys/kernel/debug/mapdrv/pagewalk | grep -q "x86_64, $mode paging" \
+            || fail "pagewalk header: $(head -n 1 /sys/kernel/debug/mapdrv/pagewalk)" || return 1
+        rows=$(grep -c '^page=' /sys/kernel/debug/mapdrv/pagewalk)
+        [ "$rows" = $p ] || fail "pages=$p: pagewalk has $rows rows" || return 1
+        # The table parses and its frames are distinct (maptest walk checks both).
+        out=$(./maptest walk --rows 0 2>&1) || fail "pages=$p: maptest walk: $(echo "$out" | tail -n 1)" || return 1
+        rmmod mapdrv || return 1
+    done
+}
+
+pagewalk_levels() {
+    insmod mapdrv.ko pages=2 || return 1
+    line=$(grep '^page=1 ' /sys/kernel/debug/mapdrv/pagewalk)
+    for l in pgd pud pmd pte; do
+        echo "$line" | grep -qE " $l\[[0-9]+\]=0x[0-9a-f]{16}\(P[,A-Z]*\)" \
+            || fail "no present $l entry in: $line" || return 1
+    done
+    if [ "$(expected_mode)" = 5-level ]; then
+        echo "$line" | grep -qE ' p4d\[[0-9]+\]=0x' || fail "no p4d entry with 5-level paging" || return 1
+    else
+        echo "$line" | grep -q ' p4d=folded' || fail "p4d not folded with 4-level paging" || return 1
+    fi
+    # A kernel data page: writable, not user, not executable.
+    echo "$line" | grep -qE ' pte\[[0-9]+\]=0x[0-9a-f]+\(P,W,NX' || fail "pte flags: $line" || return 1
+    echo "$line" | grep -qE 'pfn=0x[0-9a-f]+ phys=0x[0-9a-f]+000 struct_page=0x[0-9a-f]+ directmap=0x[0-9a-f]+' \
+        || fail "no pfn/phys/struct_page/directmap: $line" || return 1
+}
+
+pagewalk_no_addresses_in_log() {
+    # Kernel addresses belong in the root-only debugfs file, never in the log.
+    insmod mapdrv.ko || return 1
+    addr=$(sed -n 's/^page=0 vaddr=0x\([0-9a-f]*\) .*/\1/p' /sys/kernel/debug/mapdrv/pagewalk)
+    [ -n "$addr" ] || fail "no vaddr in pagewalk" || return 1
+    ! dmesg | grep 'mapdrv' | grep -qi "$addr" || fail "the buffer's address is in the kernel log" || return 1
+    ! dmesg | grep 'mapdrv:' | grep -qE '0x[0-9a-f]{12,}|ff[0-9a-f]{14}' || fail "an address-like number in the log" || return 1
+}
+
+kunit_results() {
+    # Not a test itself: the module's KUnit suite ran when it was loaded;
+    # each case becomes a line of ours. Needs CONFIG_KUNIT (the debug kernel).
+    insmod mapdrv.ko || { notok kunit "insmod failed"; return; }
+    results=/sys/kernel/debug/kunit/mapdrv_pagewalk/results
+    if [ ! -f $results ]; then
+        if [ -d /sys/kernel/debug/kunit ] || [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ]; then
+            notok kunit "no $results (KUnit missing or the suite did not register)"
+        else
+            echo "# kunit: not enabled in this kernel; skipped"
+        fi
+        rmmod mapdrv
+        return
+    fi
+    cases=0
+    while IFS= read -r line; do
+        # Cases are indented one level: "    ok 1 name" / "    not ok 2 name".
+        case $line in
+            "    ok "*) set -- $line; ok "kunit_$3"; cases=$((cases + 1)) ;;
+            "    not ok "*) set -- $line; notok "kunit_$4" "KUnit case failed (see dmesg)"; cases=$((cases + 1)) ;;
+        esac
+    done < $results
+    [ $cases -gt 0 ] || notok kunit "no KUnit case results in $results"
+    grep -q '^ok [0-9]* mapdrv_pagewalk' $results || notok kunit_suite "suite did not pass: $(tail -n 1 $results)"
+    rmmod mapdrv
+}
+
 device_contract() {
     # Not a test itself: runs /mapcheck and numbers its lines into ours.
     insmod mapdrv.ko || { notok mapcheck "insmod failed"; return; }
@@ -188,7 +281,11 @@ t offset_window
 t rmmod_refused_while_open
 t rmmod_refused_while_mapped
 t reload_cycles
-device_contract
+t pagewalk_matches_kernel
+t pagewalk_levels
+t pagewalk_no_addresses_in_log
+want kunit_results && kunit_results
+want device_contract && device_contract
 
-echo "# guest: $((n - failed)) of $n tests passed"
+echo "# guest: $failed failed"
 [ $failed = 0 ]

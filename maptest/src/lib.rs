@@ -21,6 +21,9 @@ pub const PATTERN_PERIOD: usize = 251;
 /// Where mapdrv publishes its counters.
 pub const STATS_PATH: &str = "/sys/kernel/debug/mapdrv/stats";
 
+/// Where mapdrv publishes its page-table walk of the buffer (kernel addresses: root only).
+pub const PAGEWALK_PATH: &str = "/sys/kernel/debug/mapdrv/pagewalk";
+
 /// The text that begins page `index` of a buffer of `pages` pages.
 pub fn page_header(index: usize, pages: usize) -> String {
     format!("mapdrv page {index} of {pages}\n")

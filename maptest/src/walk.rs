@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// Where the driver publishes the walk (root only).
-pub const PAGEWALK_PATH: &str = "/sys/kernel/debug/mapdrv/pagewalk";
+pub use maptest::PAGEWALK_PATH;
 
 /// One entry read at one level: `pte[237]=0x80000000008d0163(P,W,NX,G)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
