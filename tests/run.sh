@@ -157,12 +157,113 @@ rmmod_refused_while_mapped() {
 }
 
 reload_cycles() {
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        p=$((i * 7))
+    # 100 load/map/unload cycles with different sizes; each must map, verify
+    # and unload cleanly, and leave nothing registered behind.
+    i=0
+    while [ $i -lt 100 ]; do
+        i=$((i + 1))
+        p=$(( (i * 37) % 300 + 1 ))
         insmod mapdrv.ko pages=$p || fail "cycle $i: insmod pages=$p" || return 1
-        ./maptest -q /dev/mapdrv || fail "cycle $i: maptest" || return 1
+        ./maptest -q --pages $(( (p + 1) / 2 )) --offset $((p / 2)) /dev/mapdrv || fail "cycle $i: maptest (pages=$p)" || return 1
         rmmod mapdrv || fail "cycle $i: rmmod" || return 1
+        [ -z "$(major_of)" ] || fail "cycle $i: /proc/devices still lists mapdrv" || return 1
     done
+}
+
+sigkill_with_mappings() {
+    # A process killed while it holds mappings (fd closed) leaves nothing behind.
+    insmod mapdrv.ko || return 1
+    rm -f /tmp/kill /tmp/kill.out
+    mkfifo /tmp/kill
+    ./maptest --hold /dev/mapdrv < /tmp/kill > /tmp/kill.out 2>&1 &
+    pid=$!
+    exec 5>/tmp/kill
+    i=0
+    until grep -q holding /tmp/kill.out; do
+        i=$((i + 1)); [ $i -gt 300 ] && { exec 5>&-; fail "maptest --hold never got ready"; return 1; }
+        sleep 0.1
+    done
+    grep -q '^mappings: 1$' /sys/kernel/debug/mapdrv/stats || { exec 5>&-; fail "mappings is not 1"; return 1; }
+    kill -9 $pid
+    wait $pid 2>/dev/null
+    exec 5>&-
+    grep -q '^mappings: 0$' /sys/kernel/debug/mapdrv/stats || fail "mappings not 0 after SIGKILL" || return 1
+    grep -q '^opens: 0$' /sys/kernel/debug/mapdrv/stats || fail "opens not 0 after SIGKILL" || return 1
+    rmmod mapdrv || fail "rmmod refused after the holder was killed" || return 1
+}
+
+memory_pressure() {
+    # A buffer larger than the memory available is a clean ENOMEM with a
+    # message, not an OOM kill or a warning; one that fits still works.
+    avail_kb=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+    big=$(( avail_kb / 4 * 3 / 2 ))        # 1.5 x MemAvailable, in 4 KiB pages
+    [ $big -gt 262144 ] && big=262144
+    [ $(( big * 4 )) -gt "$avail_kb" ] || fail "guest has too much memory for this test ($avail_kb kB)" || return 1
+    refused "Cannot allocate memory" "mapdrv: cannot vmalloc $((big * 4096)) bytes for pages=$big" pages=$big || return 1
+    fits=$(( avail_kb / 4 / 4 ))           # a quarter of MemAvailable, at most 64 MiB
+    [ $fits -gt 16384 ] && fits=16384
+    insmod mapdrv.ko pages=$fits || fail "insmod pages=$fits failed" || return 1
+    ./maptest -q --pages 64 --offset $((fits - 64)) /dev/mapdrv || fail "maptest on pages=$fits" || return 1
+    rmmod mapdrv
+}
+
+unprivileged_sees_no_addresses() {
+    # What an unprivileged user can read about mapdrv holds no kernel address.
+    grep -q '^nobody:' /etc/passwd 2>/dev/null || {
+        mkdir -p /etc
+        echo 'root:x:0:0::/root:/bin/sh' > /etc/passwd
+        echo 'nobody:x:65534:65534::/:/bin/sh' >> /etc/passwd
+        echo 'root:x:0:' > /etc/group
+        echo 'nogroup:x:65534:' >> /etc/group
+    }
+    insmod mapdrv.ko || return 1
+    out=$(su nobody -s /bin/sh -c '
+        id -u
+        cat /dev/mapdrv >/dev/null 2>&1 && echo "OPENED /dev/mapdrv"
+        cat /sys/kernel/debug/mapdrv/stats >/dev/null 2>&1 && echo "READ stats"
+        cat /sys/kernel/debug/mapdrv/pagewalk >/dev/null 2>&1 && echo "READ pagewalk"
+        cat /proc/devices /proc/modules /sys/class/mapdrv/mapdrv/uevent /sys/class/mapdrv/mapdrv/dev 2>&1
+        dmesg 2>/dev/null | grep "mapdrv"
+    ' 2>&1)
+    echo "$out" | head -n 1 | grep -qx 65534 || fail "could not run as nobody: $(echo "$out" | head -n 1)" || return 1
+    ! echo "$out" | grep -q '^OPENED\|^READ' || fail "nobody could: $(echo "$out" | grep '^OPENED\|^READ' | tr '\n' ' ')" || return 1
+    # (/proc/modules shows module addresses as 0x0000000000000000 to nobody.)
+    addr_re='ff[0-9a-f]{14}|0x0*[1-9a-f][0-9a-f]{8,}'
+    ! echo "$out" | grep -qE "$addr_re" \
+        || fail "a kernel address is visible to nobody: $(echo "$out" | grep -E "$addr_re" | head -n 1)" || return 1
+    echo "$out" | grep -q '^mapdrv ' || fail "/proc/modules does not list mapdrv for nobody" || return 1
+}
+
+kmemleak_clean() {
+    # After everything above, kmemleak finds nothing that mapdrv allocated.
+    km=/sys/kernel/debug/kmemleak
+    if [ ! -e $km ]; then
+        # Our debug kernel has kmemleak; a kernel of the user's may not.
+        [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ] && { fail "no $km in the debug kernel"; return 1; }
+        echo "kmemleak not enabled: skipped"
+        return 0
+    fi
+    echo scan > $km
+    sleep 6   # kmemleak reports only objects older than 5 s
+    echo scan > $km
+    leaks=$(cat $km)
+    ! echo "$leaks" | grep -q mapdrv || fail "kmemleak: $(echo "$leaks" | grep -m 1 -B 12 mapdrv | head -n 1) ... (mapdrv in a backtrace)" || return 1
+}
+
+mapstress_run() { # name, mapstress arguments...
+    name=$1
+    shift
+    insmod mapdrv.ko pages=${STRESS_PAGES:-64} || { notok "$name" "insmod failed"; return; }
+    ./mapstress "$@" > /tmp/$name.out 2>&1
+    rc=$?
+    result=$(grep '^RESULT: ' /tmp/$name.out | tail -n 1)
+    grep '^# ' /tmp/$name.out | tail -n 3
+    if [ $rc = 0 ] && echo "$result" | grep -q '^RESULT: [a-z]* ok'; then
+        ok "$name # ${result#RESULT: }"
+    else
+        notok "$name" "${result:-exit status $rc, no RESULT line}; $(grep -v '^# ' /tmp/$name.out | tail -n 1)"
+    fi
+    rmmod mapdrv 2>/dev/null || notok "${name}_unload" "rmmod failed after $name"
 }
 
 # --- The explicit page-table walk ------------------------------------------
@@ -286,6 +387,12 @@ t pagewalk_levels
 t pagewalk_no_addresses_in_log
 want kunit_results && kunit_results
 want device_contract && device_contract
+want stress && mapstress_run stress stress --procs 8 --threads 4 --seconds ${STRESS_SECONDS:-5}
+want fuzz && mapstress_run fuzz fuzz --iterations ${FUZZ_ITERATIONS:-20000}
+t sigkill_with_mappings
+t memory_pressure
+t unprivileged_sees_no_addresses
+t kmemleak_clean
 
 echo "# guest: $failed failed"
 [ $failed = 0 ]
