@@ -26,7 +26,7 @@ use kernel::{
     fmt,
     fs::{File, Kiocb, LocalFile},
     iov::{IovIterDest, IovIterSource},
-    mm::virt::VmaNew,
+    mm::virt::{VmaNew, VmaRef},
     page::PAGE_SIZE,
     prelude::*,
     sync::{
@@ -315,11 +315,11 @@ impl CharDevice for MapFile {
 
 #[vtable]
 impl VmOperations for Shared {
-    fn open(this: ArcBorrow<'_, Self>, _vma: &kernel::mm::virt::VmaRef) {
+    fn open(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
         this.stats.mappings.add(1, Relaxed);
     }
 
-    fn close(this: ArcBorrow<'_, Self>, _vma: &kernel::mm::virt::VmaRef) {
+    fn close(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
         this.stats.mappings.fetch_sub(1, Relaxed);
     }
 

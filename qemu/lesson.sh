@@ -25,6 +25,11 @@ explain "Map the kernel buffer into a process and read it back. The process sees
         "buffer and maps exactly that page: demand paging."
 run "./maptest --maps --hexdump 48 mapfile"
 
+explain "Where those pages really are: the driver walked the kernel page tables by" \
+        "hand for every page of its buffer. Consecutive virtual pages, but the" \
+        "physical frames are wherever the page allocator found them."
+run "./maptest walk --rows 8"
+
 explain "The driver's counters: one fault per page touched, nothing left open."
 run "cat /sys/kernel/debug/mapdrv/stats"
 

@@ -122,20 +122,20 @@ impl PageWalk {
         let five = self.rows.first().is_some_and(|r| r.levels.get("p4d").is_some_and(|e| e.is_some()));
         let _ = writeln!(out, "Page walk of mapdrv's buffer: {}", self.mode);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
+        let explanation = format!(
             "Each row is one 4 KiB page of the driver's vmalloc buffer. The kernel finds the \
-             page behind a virtual address the way the MMU does: 9 bits of the address index \
-             the top table (PGD){}, whose entry points to the next table (PUD), then the PMD, \
-             then the PTE, whose entry holds the page frame number (pfn): the page's physical \
-             address divided by 4096. The driver's fault handler does this walk (in \
-             vmalloc_to_page()) for each page a process first touches; these rows were walked \
-             by hand, level by level, and checked against it. Flags: P present, W writable, \
-             U user (upper levels allow it, the PTE decides), NX not executable, G global. \
-             'direct map' is the same physical page at the address the kernel's linear map of \
-             all RAM gives it.",
-            if five { ", then the P4D" } else { "" }
+             page behind a virtual address the way the MMU does: 9 bits of the address at a \
+             time index one table per level, from the top table (PGD) through {}the PUD and \
+             the PMD down to the PTE, whose entry holds the page frame number (pfn): the \
+             page's physical address divided by 4096. The driver's fault handler has the \
+             kernel do this walk (vmalloc_to_page()) for each page a process first touches; \
+             these rows were walked by hand, level by level, and checked against it. Flags: \
+             P present, W writable, U user (the upper levels allow it, the PTE decides), NX \
+             not executable, G global. The direct map is the kernel's linear map of all RAM: \
+             the same physical page at a second kernel address.",
+            if five { "the P4D, " } else { "" }
         );
+        out.push_str(&wrap(&explanation, 78));
         let _ = writeln!(out);
         let mut header = format!("{:>5}  {:<18}", "page", "virtual address");
         for l in LEVELS {
@@ -166,25 +166,52 @@ impl PageWalk {
         }
         let n = self.rows.len();
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
+        let summary = format!(
             "Summary: {n} virtually consecutive pages ({} bytes at {:#x}) sit in {} physically \
-             contiguous run(s) of frames; {} of the {} steps from one page to the next are not \
-             to the next frame.",
+             contiguous run(s) of frames: {} of the {} steps from one page to the next go \
+             somewhere else than the next frame.",
             n * 4096,
             self.rows.first().map_or(0, |r| r.vaddr),
             self.runs(),
             self.breaks(),
             n.saturating_sub(1)
         );
-        let _ = writeln!(
-            out,
-            "vmalloc promises only virtual contiguity: each page is allocated on its own, \
-             from wherever the page allocator finds one, and the page tables stitch them into \
-             one range of addresses."
-        );
+        out.push_str(&wrap(&summary, 78));
+        let moral = if self.breaks() == 0 {
+            "This time the page allocator happened to hand out neighbouring frames (common \
+             on a freshly booted machine); vmalloc does not promise it. It allocates each \
+             page on its own, wherever the allocator finds one, and only the page tables make \
+             the range contiguous. kmalloc, by contrast, must find physically contiguous memory."
+        } else {
+            "vmalloc promises only virtual contiguity: it allocates each page on its own, \
+             wherever the allocator finds one, and the page tables stitch them into one range \
+             of addresses. kmalloc, by contrast, must find physically contiguous memory."
+        };
+        out.push_str(&wrap(moral, 78));
         out
     }
+}
+
+/// Breaks `text` into lines of at most `width` columns, at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -210,7 +237,8 @@ page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x0000
         assert_eq!(w.runs(), 2);
         let text = w.render(10);
         assert!(text.contains("3 virtually consecutive pages"));
-        assert!(text.contains("2 physically contiguous run(s)"));
+        assert!(text.contains("2 physically\ncontiguous run(s)") || text.contains("2 physically contiguous run(s)"));
+        assert!(text.lines().all(|l| l.len() <= 78 || l.starts_with(" ") || l.starts_with("Page walk")));
     }
 
     #[test]
