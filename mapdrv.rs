@@ -278,6 +278,12 @@ impl CharDevice for MapFile {
         chrdev::fixed_size_llseek(file, offset, whence, size)
     }
 
+    /// The buffer is the data: a write, through `write()` or a shared mapping, is complete
+    /// when it returns, and there is nothing further to write back.
+    fn fsync(_shared: ArcBorrow<'_, Shared>, _file: &File, _start: i64, _end: i64, _datasync: bool) -> Result {
+        Ok(())
+    }
+
     // -----------------------------------------------------------------------------------------
     // 4. The mapping.
     // -----------------------------------------------------------------------------------------

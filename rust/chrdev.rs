@@ -83,7 +83,7 @@ pub struct Options {
 
 /// Operations of a character device; the methods not implemented fail as the VFS does for a
 /// missing `file_operations` member (`read` and `write` with `EINVAL`, `ioctl` with `ENOTTY`,
-/// `llseek` with `ESPIPE`, `mmap` with `ENODEV`).
+/// `llseek` with `ESPIPE`, `mmap` with `ENODEV`, `fsync` with `EINVAL`).
 ///
 /// A value of type [`CharDevice::Ptr`] is created by [`CharDevice::open`] for every open file and
 /// lives until [`CharDevice::release`].
@@ -128,6 +128,18 @@ pub trait CharDevice: Sized {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
+    /// Writes the file's data back, for `fsync(2)`, `fdatasync(2)` and `msync(MS_SYNC)` of a
+    /// shared mapping; `start..=end` is the byte range, `datasync` asks for data only.
+    fn fsync(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _file: &File,
+        _start: i64,
+        _end: i64,
+        _datasync: bool,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Sets up a new mapping of the file, for `mmap(2)`.
     ///
     /// The kernel has initialised `vma` from the arguments of `mmap(2)`; this method may refuse
@@ -144,8 +156,7 @@ pub trait CharDevice: Sized {
 }
 
 /// Moves the position of a file of `size` bytes: `SEEK_SET`, `SEEK_CUR` and `SEEK_END` work as
-/// usual, a resulting position outside `0..=size` is `EINVAL`, and `SEEK_DATA`/`SEEK_HOLE` treat
-/// the whole file as data.
+/// usual; a resulting position outside `0..=size`, or any other `whence`, is `EINVAL`.
 pub fn fixed_size_llseek(file: &LocalFile, offset: i64, whence: u32, size: i64) -> Result<i64> {
     let whence = c_int::try_from(whence).map_err(|_| EINVAL)?;
     // SAFETY: `file` is a valid file for the duration of the call, and the caller of an `llseek`
@@ -463,6 +474,28 @@ impl<T: CharDevice> CharDeviceVTable<T> {
 
     /// # Safety
     ///
+    /// `file` must be a file of a `Registration<T>` on which `fsync` was called.
+    unsafe extern "C" fn fsync(
+        file: *mut bindings::file,
+        start: bindings::loff_t,
+        end: bindings::loff_t,
+        datasync: c_int,
+    ) -> c_int {
+        // SAFETY: The private data is a `T::Ptr` between `open` and `release`, and `fsync` runs
+        // between them.
+        let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*file).private_data.cast()) };
+        // SAFETY:
+        // * The file is valid for the duration of this call.
+        // * `fsync(2)` and `msync(2)` do not use `fdget_pos`.
+        let f = unsafe { File::from_raw_file(file) };
+        match T::fsync(device, f, start, end, datasync != 0) {
+            Ok(()) => 0,
+            Err(err) => err.to_errno(),
+        }
+    }
+
+    /// # Safety
+    ///
     /// `file` must be a file of a `Registration<T>`; `vma` must be a vma being set up by
     /// `mmap(2)` of that file.
     unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
@@ -488,6 +521,7 @@ impl<T: CharDevice> CharDeviceVTable<T> {
         write_iter: if T::HAS_WRITE_ITER { Some(Self::write_iter) } else { None },
         llseek: if T::HAS_LLSEEK { Some(Self::llseek) } else { None },
         mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        fsync: if T::HAS_FSYNC { Some(Self::fsync) } else { None },
         owner: this_module::<T::OwnerModule>().as_ptr(),
         ..pin_init::zeroed()
     };
