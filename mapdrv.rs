@@ -22,8 +22,7 @@
 //! step 2 done by hand for every page, level by level, in `/sys/kernel/debug/mapdrv/pagewalk`.
 
 use kernel::{
-    debugfs,
-    fmt,
+    debugfs, fmt,
     fs::{File, Kiocb, LocalFile},
     iov::{IovIterDest, IovIterSource},
     mm::virt::{VmaNew, VmaRef},
@@ -105,7 +104,10 @@ struct SliceWriter<'a> {
 impl fmt::Write for SliceWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
         self.len = end;
         Ok(())
     }
@@ -169,7 +171,10 @@ fn check_page_walks(buffer: &VmallocBuffer) -> Result {
         pr_err!("page walk of page {i} disagrees with the kernel: {why}\n");
         return Err(EIO);
     }
-    pr_info!("page walk: all {} pages agree with vmalloc_to_page(); {mode}\n", buffer.pages());
+    pr_info!(
+        "page walk: all {} pages agree with vmalloc_to_page(); {mode}\n",
+        buffer.pages()
+    );
     Ok(())
 }
 
@@ -237,7 +242,9 @@ impl CharDevice for MapFile {
     fn read_iter(mut kiocb: Kiocb<'_, Arc<Shared>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let shared = kiocb.file();
         let bytes = shared.buffer.lock();
-        let Some(src) = usize::try_from(kiocb.ki_pos()).ok().and_then(|pos| bytes.get(pos..))
+        let Some(src) = usize::try_from(kiocb.ki_pos())
+            .ok()
+            .and_then(|pos| bytes.get(pos..))
         else {
             // At or past the end: end of file.
             return Ok(0);
@@ -273,14 +280,25 @@ impl CharDevice for MapFile {
         Ok(n)
     }
 
-    fn llseek(shared: ArcBorrow<'_, Shared>, file: &LocalFile, offset: i64, whence: u32) -> Result<i64> {
+    fn llseek(
+        shared: ArcBorrow<'_, Shared>,
+        file: &LocalFile,
+        offset: i64,
+        whence: u32,
+    ) -> Result<i64> {
         let size = i64::try_from(shared.buffer.len()).map_err(|_| EINVAL)?;
         chrdev::fixed_size_llseek(file, offset, whence, size)
     }
 
     /// The buffer is the data: a write, through `write()` or a shared mapping, is complete
     /// when it returns, and there is nothing further to write back.
-    fn fsync(_shared: ArcBorrow<'_, Shared>, _file: &File, _start: i64, _end: i64, _datasync: bool) -> Result {
+    fn fsync(
+        _shared: ArcBorrow<'_, Shared>,
+        _file: &File,
+        _start: i64,
+        _end: i64,
+        _datasync: bool,
+    ) -> Result {
         Ok(())
     }
 
@@ -385,7 +403,10 @@ impl kernel::Module for MapDrv {
         let buffer = match VmallocBuffer::new(npages, GFP_KERNEL | __GFP_NOWARN, fill) {
             Ok(buffer) => buffer,
             Err(e) => {
-                pr_err!("cannot vmalloc {} bytes for pages={npages}\n", npages * PAGE_SIZE);
+                pr_err!(
+                    "cannot vmalloc {} bytes for pages={npages}\n",
+                    npages * PAGE_SIZE
+                );
                 return Err(e);
             }
         };
@@ -419,7 +440,11 @@ impl kernel::Module for MapDrv {
         )?;
 
         // 3. The device; from here on userspace can open it.
-        let opts = Options { name: c"mapdrv", major, mode: 0o600 };
+        let opts = Options {
+            name: c"mapdrv",
+            major,
+            mode: 0o600,
+        };
         let dev = match Registration::<MapFile>::register(opts, shared) {
             Ok(dev) => dev,
             Err(e) if e == EBUSY => {
@@ -437,7 +462,12 @@ impl kernel::Module for MapDrv {
             npages * PAGE_SIZE,
             dev.major()
         );
-        Ok(MapDrv { dev, _stats: stats, _pagewalk: pagewalk, _debugfs: debugfs })
+        Ok(MapDrv {
+            dev,
+            _stats: stats,
+            _pagewalk: pagewalk,
+            _debugfs: debugfs,
+        })
     }
 }
 
@@ -461,7 +491,11 @@ mod tests {
     macro_rules! check {
         ($cond:expr) => {
             if !$cond {
-                pr_err!("kunit check failed at line {}: {}\n", line!(), stringify!($cond));
+                pr_err!(
+                    "kunit check failed at line {}: {}\n",
+                    line!(),
+                    stringify!($cond)
+                );
                 return Err(EIO);
             }
         };
@@ -558,12 +592,24 @@ mod tests {
 
     #[test]
     fn entry_flags_decode() -> Result {
-        let e = Entry { level: Level::Pte, index: 3, raw: 0x8000_0000_0123_4163 };
+        let e = Entry {
+            level: Level::Pte,
+            index: 3,
+            raw: 0x8000_0000_0123_4163,
+        };
         check!(e.present() && e.writable() && !e.user() && e.nx() && e.global() && !e.huge());
-        let pmd = Entry { level: Level::Pmd, index: 0, raw: 0x0000_0000_0020_00e3 };
+        let pmd = Entry {
+            level: Level::Pmd,
+            index: 0,
+            raw: 0x0000_0000_0020_00e3,
+        };
         check!(pmd.huge() && !pmd.nx());
         // The PS bit means nothing at the PTE level (it is PAT there).
-        let pte = Entry { level: Level::Pte, index: 0, raw: 0x83 };
+        let pte = Entry {
+            level: Level::Pte,
+            index: 0,
+            raw: 0x83,
+        };
         check!(!pte.huge());
         Ok(())
     }

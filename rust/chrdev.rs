@@ -498,7 +498,10 @@ impl<T: CharDevice> CharDeviceVTable<T> {
     ///
     /// `file` must be a file of a `Registration<T>`; `vma` must be a vma being set up by
     /// `mmap(2)` of that file.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: The private data is a `T::Ptr` between `open` and `release`, and `mmap` runs
         // between them.
         let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*file).private_data.cast()) };
@@ -517,11 +520,27 @@ impl<T: CharDevice> CharDeviceVTable<T> {
     const VTABLE: bindings::file_operations = bindings::file_operations {
         open: Some(Self::open),
         release: Some(Self::release),
-        read_iter: if T::HAS_READ_ITER { Some(Self::read_iter) } else { None },
-        write_iter: if T::HAS_WRITE_ITER { Some(Self::write_iter) } else { None },
-        llseek: if T::HAS_LLSEEK { Some(Self::llseek) } else { None },
+        read_iter: if T::HAS_READ_ITER {
+            Some(Self::read_iter)
+        } else {
+            None
+        },
+        write_iter: if T::HAS_WRITE_ITER {
+            Some(Self::write_iter)
+        } else {
+            None
+        },
+        llseek: if T::HAS_LLSEEK {
+            Some(Self::llseek)
+        } else {
+            None
+        },
         mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
-        fsync: if T::HAS_FSYNC { Some(Self::fsync) } else { None },
+        fsync: if T::HAS_FSYNC {
+            Some(Self::fsync)
+        } else {
+            None
+        },
         owner: this_module::<T::OwnerModule>().as_ptr(),
         ..pin_init::zeroed()
     };

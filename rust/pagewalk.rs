@@ -78,8 +78,12 @@ pub enum PagingMode {
 impl fmt::Display for PagingMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PagingMode::FourLevel => f.write_str("4-level paging (PGD -> PUD -> PMD -> PTE; P4D folded)"),
-            PagingMode::FiveLevel => f.write_str("5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)"),
+            PagingMode::FourLevel => {
+                f.write_str("4-level paging (PGD -> PUD -> PMD -> PTE; P4D folded)")
+            }
+            PagingMode::FiveLevel => {
+                f.write_str("5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)")
+            }
         }
     }
 }
@@ -142,7 +146,13 @@ impl Entry {
 impl fmt::Display for Entry {
     /// `pte[291]=0x8000000004567163(P,W,NX,G)`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]={:#018x}(", self.level.name(), self.index, self.raw)?;
+        write!(
+            f,
+            "{}[{}]={:#018x}(",
+            self.level.name(),
+            self.index,
+            self.raw
+        )?;
         let flags = [
             (self.present(), "P"),
             (self.writable(), "W"),
@@ -236,8 +246,14 @@ mod arch {
     pub(super) fn paging_mode() -> Option<PagingMode> {
         let cr4: u64;
         // SAFETY: Reading CR4 has no side effects and is allowed in kernel mode.
-        unsafe { kernel::asm!("movq %cr4, {}"; out(reg) cr4, options(nomem, nostack, preserves_flags)) };
-        Some(if cr4 & CR4_LA57 != 0 { PagingMode::FiveLevel } else { PagingMode::FourLevel })
+        unsafe {
+            kernel::asm!("movq %cr4, {}"; out(reg) cr4, options(nomem, nostack, preserves_flags))
+        };
+        Some(if cr4 & CR4_LA57 != 0 {
+            PagingMode::FiveLevel
+        } else {
+            PagingMode::FourLevel
+        })
     }
 
     pub(super) fn page_offset_base() -> usize {
@@ -272,14 +288,19 @@ mod arch {
                 (Level::Pmd, 21),
                 (Level::Pte, 12),
             ],
-            PagingMode::FourLevel => {
-                &[(Level::Pgd, 39), (Level::Pud, 30), (Level::Pmd, 21), (Level::Pte, 12)]
-            }
+            PagingMode::FourLevel => &[
+                (Level::Pgd, 39),
+                (Level::Pud, 30),
+                (Level::Pmd, 21),
+                (Level::Pte, 12),
+            ],
         };
 
         let cr3: u64;
         // SAFETY: Reading CR3 has no side effects and is allowed in kernel mode.
-        unsafe { kernel::asm!("movq %cr3, {}"; out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            kernel::asm!("movq %cr3, {}"; out(reg) cr3, options(nomem, nostack, preserves_flags))
+        };
         // The low 12 bits of CR3 are the PCID and cache control, not address.
         let mut table = cr3 & ADDR_MASK;
         let mut entries = [None; 5];

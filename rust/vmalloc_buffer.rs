@@ -150,9 +150,13 @@ impl VmallocBuffer {
     /// find the `struct page` that `vmalloc_to_page()` returns, and the page read through its
     /// direct-map address must hold the same bytes as read through the buffer.
     pub fn check_walk(&self, index: usize) -> Result<Translation, WalkCheckError> {
-        let t = self.walk(index).ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
+        let t = self
+            .walk(index)
+            .ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
         let t = t.map_err(WalkCheckError::Walk)?;
-        let page = self.page(index).ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
+        let page = self
+            .page(index)
+            .ok_or(WalkCheckError::Walk(WalkError::Unsupported))?;
         if t.page_ptr() != page.as_ptr() as usize || t.page_size != PAGE_SIZE as u64 {
             return Err(WalkCheckError::PageDiffers);
         }

@@ -38,7 +38,9 @@ pub struct Expected {
 
 impl Expected {
     pub fn new(pages: usize) -> Self {
-        let headers = (0..pages).map(|i| page_header(i, pages).into_bytes()).collect();
+        let headers = (0..pages)
+            .map(|i| page_header(i, pages).into_bytes())
+            .collect();
         Expected { pages, headers }
     }
 
@@ -69,7 +71,11 @@ impl Expected {
         for (i, &got) in data.iter().enumerate() {
             let want = self.byte(start + i);
             if got != want {
-                return Err(Mismatch { offset: start + i, want, got });
+                return Err(Mismatch {
+                    offset: start + i,
+                    want,
+                    got,
+                });
             }
         }
         Ok(())
@@ -98,6 +104,78 @@ impl fmt::Display for Mismatch {
     }
 }
 
+/// The symbolic name of an errno value (`EINVAL`), or `errno N`.
+pub fn errno_name(n: i32) -> String {
+    let name = match n {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::ECHILD => "ECHILD",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ENOTTY => "ENOTTY",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ESPIPE => "ESPIPE",
+        libc::EROFS => "EROFS",
+        libc::EPIPE => "EPIPE",
+        libc::ERANGE => "ERANGE",
+        libc::EDEADLK => "EDEADLK",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EHWPOISON => "EHWPOISON",
+        _ => return format!("errno {n}"),
+    };
+    name.to_owned()
+}
+
+/// An I/O error as its errno name, or its text if it carries no errno.
+pub fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => errno_name(n),
+        None => e.to_string(),
+    }
+}
+
+/// The name of a signal number (`SIGSEGV`), or `?`.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        _ => "?",
+    }
+}
+
 /// Turns a -1 return into the last OS error.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -115,7 +193,6 @@ pub struct MapOptions {
     pub private: bool,
     pub populate: bool,
 }
-
 
 /// A mapping made with `mmap(2)`, unmapped on drop.
 ///
@@ -142,7 +219,11 @@ impl Mapping {
         if opts.exec {
             prot |= libc::PROT_EXEC;
         }
-        let mut flags = if opts.private { libc::MAP_PRIVATE } else { libc::MAP_SHARED };
+        let mut flags = if opts.private {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
         if opts.populate {
             flags |= libc::MAP_POPULATE;
         }
@@ -150,12 +231,20 @@ impl Mapping {
             .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
         // SAFETY: A new mapping at an address of the kernel's choice aliases no Rust object.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, flags, file.as_raw_fd(), offset)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags,
+                file.as_raw_fd(),
+                offset,
+            )
         };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let ptr =
+            NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         Ok(Mapping { ptr, len })
     }
 
@@ -172,7 +261,11 @@ impl Mapping {
     }
 
     fn check(&self, off: usize) {
-        assert!(off < self.len, "offset {off} outside a mapping of {} bytes", self.len);
+        assert!(
+            off < self.len,
+            "offset {off} outside a mapping of {} bytes",
+            self.len
+        );
     }
 
     /// Reads the byte at `off` (faulting its page in if needed).
@@ -263,7 +356,10 @@ impl Mapping {
         // SAFETY: `at` is strictly inside the mapping, so the pointer stays within it (and is
         // not null).
         let ptr = unsafe { self.ptr.add(at) };
-        let tail = Mapping { ptr, len: self.len - at };
+        let tail = Mapping {
+            ptr,
+            len: self.len - at,
+        };
         self.len = at;
         tail
     }
@@ -275,7 +371,9 @@ impl Mapping {
         maps.lines()
             .find(|l| l.starts_with(&start))
             .map(str::to_owned)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "mapping not in /proc/self/maps"))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "mapping not in /proc/self/maps")
+            })
     }
 }
 
@@ -325,7 +423,12 @@ impl Stats {
         let mut s = Stats::default();
         let mut seen = 0;
         for line in text.lines() {
-            let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad stats line {line:?}"));
+            let bad = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad stats line {line:?}"),
+                )
+            };
             let (key, value) = line.split_once(": ").ok_or_else(bad)?;
             let value: u64 = value.trim().parse().map_err(|_| bad())?;
             let slot = match key {
@@ -339,7 +442,10 @@ impl Stats {
             seen += 1;
         }
         if seen != 4 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "stats lacks a key"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stats lacks a key",
+            ));
         }
         Ok(s)
     }
@@ -407,7 +513,15 @@ mod tests {
     #[test]
     fn stats_parse() {
         let s = Stats::parse("pages: 16\nfaults: 3\nmappings: 1\nopens: 2\n").unwrap();
-        assert_eq!(s, Stats { pages: 16, faults: 3, mappings: 1, opens: 2 });
+        assert_eq!(
+            s,
+            Stats {
+                pages: 16,
+                faults: 3,
+                mappings: 1,
+                opens: 2
+            }
+        );
         assert!(Stats::parse("pages: 16\n").is_err());
         assert!(Stats::parse("pages: x\nfaults: 3\nmappings: 1\nopens: 2\n").is_err());
     }

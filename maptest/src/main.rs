@@ -108,7 +108,11 @@ fn parse_args() -> Result<Args, String> {
 
 fn resident_count(m: &Mapping) -> String {
     match m.resident() {
-        Ok(r) => format!("{} of {} pages resident", r.iter().filter(|&&x| x).count(), r.len()),
+        Ok(r) => format!(
+            "{} of {} pages resident",
+            r.iter().filter(|&&x| x).count(),
+            r.len()
+        ),
         Err(e) => format!("mincore failed: {e}"),
     }
 }
@@ -120,7 +124,13 @@ fn hexdump(m: &Mapping, start: usize, n: usize) {
         let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let text: String = bytes
             .iter()
-            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
             .collect();
         println!("  {:08x}  {:<47}  |{text}|", start + row, hex.join(" "));
     }
@@ -142,14 +152,24 @@ fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("open {}: {e}", args.file))?;
     let size = buffer_size(&file).map_err(|e| format!("lseek {}: {e}", args.file))? as usize;
     let total = size / PAGE_SIZE;
-    say(format!("opened {}: the driver's buffer is {total} pages ({size} bytes)", args.file));
+    say(format!(
+        "opened {}: the driver's buffer is {total} pages ({size} bytes)",
+        args.file
+    ));
 
     if args.offset >= total {
-        return Err(format!("--offset {} is past the buffer's {total} pages", args.offset));
+        return Err(format!(
+            "--offset {} is past the buffer's {total} pages",
+            args.offset
+        ));
     }
     let pages = args.pages.unwrap_or(total - args.offset);
     let len = pages * PAGE_SIZE;
-    let opts = MapOptions { write: args.write, private: args.private, ..Default::default() };
+    let opts = MapOptions {
+        write: args.write,
+        private: args.private,
+        ..Default::default()
+    };
     let m = Mapping::new(&file, (args.offset * PAGE_SIZE) as u64, len, opts).map_err(|e| {
         format!(
             "mmap of {pages} pages at page {} of {}: {e}",
@@ -159,7 +179,11 @@ fn run(args: Args) -> Result<bool, String> {
     say(format!(
         "mmap({len} bytes, PROT_READ{}, {}, offset {}) = {:#x}",
         if args.write { "|PROT_WRITE" } else { "" },
-        if args.private { "MAP_PRIVATE" } else { "MAP_SHARED" },
+        if args.private {
+            "MAP_PRIVATE"
+        } else {
+            "MAP_SHARED"
+        },
         args.offset * PAGE_SIZE,
         m.addr()
     ));
@@ -172,7 +196,10 @@ fn run(args: Args) -> Result<bool, String> {
     }
 
     // The first touch: one page fault, one page.
-    let first_line: Vec<u8> = (0..80.min(len)).map(|i| m.read(i)).take_while(|&b| b != b'\n').collect();
+    let first_line: Vec<u8> = (0..80.min(len))
+        .map(|i| m.read(i))
+        .take_while(|&b| b != b'\n')
+        .collect();
     say(format!(
         "first line of the mapping: \"{}\" ({})",
         String::from_utf8_lossy(&first_line),
@@ -181,7 +208,10 @@ fn run(args: Args) -> Result<bool, String> {
 
     // Every other page: each first touch faults it in.
     let data = m.to_vec();
-    say(format!("read all {pages} pages through the mapping: {}", resident_count(&m)));
+    say(format!(
+        "read all {pages} pages through the mapping: {}",
+        resident_count(&m)
+    ));
     if args.hexdump > 0 {
         say(format!("first {} bytes:", args.hexdump.min(len)));
         if !args.quiet {
@@ -195,7 +225,9 @@ fn run(args: Args) -> Result<bool, String> {
         eprintln!("maptest: MISMATCH at {mis}");
         return Ok(false);
     }
-    say(format!("all {len} bytes match what the driver wrote into its vmalloc buffer"));
+    say(format!(
+        "all {len} bytes match what the driver wrote into its vmalloc buffer"
+    ));
 
     if args.write {
         write_demo(&file, &m, start, args.private, &say)?;
@@ -203,9 +235,13 @@ fn run(args: Args) -> Result<bool, String> {
     if args.hold {
         drop(file);
         // Always printed: scripts wait for this line.
-        println!("maptest: holding the mapping with {} closed; end standard input to unmap", args.file);
+        println!(
+            "maptest: holding the mapping with {} closed; end standard input to unmap",
+            args.file
+        );
         std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
-        std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).map_err(|e| format!("stdin: {e}"))?;
+        std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+            .map_err(|e| format!("stdin: {e}"))?;
         if let Err(mis) = expected.check(start, &m.to_vec()) {
             eprintln!("maptest: MISMATCH after holding, at {mis}");
             return Ok(false);
@@ -215,7 +251,13 @@ fn run(args: Args) -> Result<bool, String> {
 }
 
 /// Writes a note through the mapping and shows where it went.
-fn write_demo(file: &File, m: &Mapping, start: usize, private: bool, say: &dyn Fn(String)) -> Result<(), String> {
+fn write_demo(
+    file: &File,
+    m: &Mapping,
+    start: usize,
+    private: bool,
+    say: &dyn Fn(String),
+) -> Result<(), String> {
     use std::os::unix::fs::FileExt;
     let note = b"hello from userspace";
     let original = m.read_range(0, note.len());
@@ -223,7 +265,8 @@ fn write_demo(file: &File, m: &Mapping, start: usize, private: bool, say: &dyn F
         m.write(i, b);
     }
     let mut seen = vec![0u8; note.len()];
-    file.read_exact_at(&mut seen, start as u64).map_err(|e| format!("pread: {e}"))?;
+    file.read_exact_at(&mut seen, start as u64)
+        .map_err(|e| format!("pread: {e}"))?;
     let reached = seen == note;
     say(format!(
         "wrote \"{}\" through the mapping; the driver's buffer now reads \"{}\" ({})",
@@ -237,7 +280,8 @@ fn write_demo(file: &File, m: &Mapping, start: usize, private: bool, say: &dyn F
         }
     ));
     if reached {
-        file.write_all_at(&original, start as u64).map_err(|e| format!("pwrite: {e}"))?;
+        file.write_all_at(&original, start as u64)
+            .map_err(|e| format!("pwrite: {e}"))?;
     }
     if reached == private {
         return Err("the write did not behave as the mapping's type requires".into());
@@ -260,7 +304,10 @@ fn walk_main() -> ExitCode {
     let text = match std::fs::read_to_string(walk::PAGEWALK_PATH) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("maptest: {}: {e} (root and a loaded mapdrv needed)", walk::PAGEWALK_PATH);
+            eprintln!(
+                "maptest: {}: {e} (root and a loaded mapdrv needed)",
+                walk::PAGEWALK_PATH
+            );
             return ExitCode::from(1);
         }
     };

@@ -37,7 +37,9 @@ pub struct PageWalk {
 pub const LEVELS: [&str; 5] = ["pgd", "p4d", "pud", "pmd", "pte"];
 
 fn hex(s: &str) -> Result<u64, String> {
-    let digits = s.strip_prefix("0x").ok_or_else(|| format!("not hex: {s}"))?;
+    let digits = s
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("not hex: {s}"))?;
     u64::from_str_radix(digits, 16).map_err(|_| format!("not hex: {s}"))
 }
 
@@ -61,7 +63,11 @@ fn parse_row(line: &str) -> Result<Row, String> {
     for tok in line.split_whitespace() {
         if let Some(level) = LEVELS.iter().find(|l| tok.starts_with(*l)) {
             let rest = &tok[level.len()..];
-            let entry = if rest == "=folded" { None } else { Some(parse_level(rest)?) };
+            let entry = if rest == "=folded" {
+                None
+            } else {
+                Some(parse_level(rest)?)
+            };
             levels.insert(level.to_string(), entry);
         } else if let Some((k, v)) = tok.split_once('=') {
             fields.insert(k, v);
@@ -72,14 +78,21 @@ fn parse_row(line: &str) -> Result<Row, String> {
     if let Some(err) = fields.get("error") {
         return Err(format!("the driver could not walk a page: {err}"));
     }
-    let get = |k: &str| fields.get(k).copied().ok_or_else(|| format!("no {k}= in {line:?}"));
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("no {k}= in {line:?}"))
+    };
     for l in LEVELS {
         if !levels.contains_key(l) {
             return Err(format!("no {l} in {line:?}"));
         }
     }
     Ok(Row {
-        page: get("page")?.parse().map_err(|_| format!("bad page in {line:?}"))?,
+        page: get("page")?
+            .parse()
+            .map_err(|_| format!("bad page in {line:?}"))?,
         vaddr: hex(get("vaddr")?)?,
         levels,
         pfn: hex(get("pfn")?)?,
@@ -102,24 +115,37 @@ pub fn parse(text: &str) -> Result<PageWalk, String> {
             rows.push(parse_row(line)?);
         }
     }
-    Ok(PageWalk { mode: mode.ok_or("no header line")?, rows })
+    Ok(PageWalk {
+        mode: mode.ok_or("no header line")?,
+        rows,
+    })
 }
 
 impl PageWalk {
     /// How many neighbouring pages (virtually consecutive) are not in consecutive frames.
     pub fn breaks(&self) -> usize {
-        self.rows.windows(2).filter(|w| w[1].pfn != w[0].pfn + 1).count()
+        self.rows
+            .windows(2)
+            .filter(|w| w[1].pfn != w[0].pfn + 1)
+            .count()
     }
 
     /// Consecutive runs of frames, i.e. physically contiguous pieces of the buffer.
     pub fn runs(&self) -> usize {
-        if self.rows.is_empty() { 0 } else { self.breaks() + 1 }
+        if self.rows.is_empty() {
+            0
+        } else {
+            self.breaks() + 1
+        }
     }
 
     /// Renders the table and the explanation for a person; at most `max_rows` rows.
     pub fn render(&self, max_rows: usize) -> String {
         let mut out = String::new();
-        let five = self.rows.first().is_some_and(|r| r.levels.get("p4d").is_some_and(|e| e.is_some()));
+        let five = self
+            .rows
+            .first()
+            .is_some_and(|r| r.levels.get("p4d").is_some_and(|e| e.is_some()));
         let _ = writeln!(out, "Page walk of mapdrv's buffer: {}", self.mode);
         let _ = writeln!(out);
         let explanation = format!(
@@ -144,7 +170,11 @@ impl PageWalk {
             }
             let _ = write!(header, "  {:>4}", l.to_uppercase());
         }
-        let _ = write!(header, "  {:<12}  {:>10}  {:<14}  {:<18}", "PTE flags", "pfn", "physical", "direct map");
+        let _ = write!(
+            header,
+            "  {:<12}  {:>10}  {:<14}  {:<18}",
+            "PTE flags", "pfn", "physical", "direct map"
+        );
         let _ = writeln!(out, "{header}");
         for row in self.rows.iter().take(max_rows) {
             let mut line = format!("{:>5}  {:<#18x}", row.page, row.vaddr);
@@ -157,12 +187,25 @@ impl PageWalk {
                     _ => line.push_str("     -"),
                 }
             }
-            let flags = row.levels.get("pte").and_then(|e| e.as_ref()).map(|e| e.flags.as_str()).unwrap_or("");
-            let _ = write!(line, "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}", flags, row.pfn, row.phys, row.direct_map);
+            let flags = row
+                .levels
+                .get("pte")
+                .and_then(|e| e.as_ref())
+                .map(|e| e.flags.as_str())
+                .unwrap_or("");
+            let _ = write!(
+                line,
+                "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}",
+                flags, row.pfn, row.phys, row.direct_map
+            );
             let _ = writeln!(out, "{line}");
         }
         if self.rows.len() > max_rows {
-            let _ = writeln!(out, "  ... {} more pages (maptest walk --rows N shows more)", self.rows.len() - max_rows);
+            let _ = writeln!(
+                out,
+                "  ... {} more pages (maptest walk --rows N shows more)",
+                self.rows.len() - max_rows
+            );
         }
         let n = self.rows.len();
         let _ = writeln!(out);
@@ -237,13 +280,22 @@ page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x0000
         assert_eq!(w.runs(), 2);
         let text = w.render(10);
         assert!(text.contains("3 virtually consecutive pages"));
-        assert!(text.contains("2 physically\ncontiguous run(s)") || text.contains("2 physically contiguous run(s)"));
-        assert!(text.lines().all(|l| l.len() <= 78 || l.starts_with(" ") || l.starts_with("Page walk")));
+        assert!(
+            text.contains("2 physically\ncontiguous run(s)")
+                || text.contains("2 physically contiguous run(s)")
+        );
+        assert!(text
+            .lines()
+            .all(|l| l.len() <= 78 || l.starts_with(" ") || l.starts_with("Page walk")));
     }
 
     #[test]
     fn folded_p4d() {
-        let line = SAMPLE.lines().nth(2).unwrap().replace("p4d[0]=0x000000000014f067(P,W,U)", "p4d=folded");
+        let line = SAMPLE
+            .lines()
+            .nth(2)
+            .unwrap()
+            .replace("p4d[0]=0x000000000014f067(P,W,U)", "p4d=folded");
         let w = parse(&format!("# mapdrv page walk: x86_64, 4-level\n{line}\n")).unwrap();
         assert_eq!(w.rows[0].levels["p4d"], None);
         assert!(!w.render(5).contains("P4D "));

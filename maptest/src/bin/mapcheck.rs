@@ -39,8 +39,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use maptest::{
-    buffer_size, mknod_char, page_header, proc_devices_major, Expected, MapOptions, Mapping,
-    Mismatch, Stats, PAGE_SIZE, STATS_PATH, PAGEWALK_PATH,
+    buffer_size, describe, errno_name, mknod_char, page_header, proc_devices_major, signal_name,
+    Expected, MapOptions, Mapping, Mismatch, Stats, PAGEWALK_PATH, PAGE_SIZE, STATS_PATH,
 };
 
 const HELP: &str = "\
@@ -163,74 +163,6 @@ const TESTS: &[Test] = tests![
 // ---------------------------------------------------------------------------------------------
 // Errors: errno and signal names, one-line reasons.
 // ---------------------------------------------------------------------------------------------
-
-/// The symbolic name of an errno value (`EINVAL`), or `errno N`.
-fn errno_name(n: i32) -> String {
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::ECHILD => "ECHILD",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTTY => "ENOTTY",
-        libc::EFBIG => "EFBIG",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESPIPE => "ESPIPE",
-        libc::EROFS => "EROFS",
-        libc::EPIPE => "EPIPE",
-        libc::ERANGE => "ERANGE",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => return format!("errno {n}"),
-    };
-    name.to_owned()
-}
-
-/// An I/O error as its errno name, or its text if it carries no errno.
-fn describe(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => errno_name(n),
-        None => e.to_string(),
-    }
-}
-
-/// The name of a signal number (`SIGSEGV`), or `?`.
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSYS => "SIGSYS",
-        _ => "?",
-    }
-}
 
 /// Turns an `io::Result` into a test result whose error says what was being done.
 trait OrFail<T> {
@@ -2332,7 +2264,16 @@ fn main() -> ExitCode {
 fn raw_mmap(file: &File, len: usize, prot: libc::c_int, offset: libc::off_t) -> io::Result<()> {
     // SAFETY: A new mapping at an address of the kernel's choice aliases nothing; it is unmapped
     // at once if it succeeds.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, file.as_raw_fd(), offset) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset,
+        )
+    };
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
@@ -2345,13 +2286,21 @@ fn raw_mmap(file: &File, len: usize, prot: libc::c_int, offset: libc::off_t) -> 
 fn raw_pread(file: &File, buf: &mut [u8], off: i64) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of its length.
     let n = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 fn raw_pwrite(file: &File, buf: &[u8], off: i64) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of its length.
     let n = unsafe { libc::pwrite(file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// mmap lengths 0, size+1 and 2^63, offsets at and past the end and unaligned; negative and
@@ -2361,34 +2310,74 @@ fn boundaries(ctx: &Ctx) -> TestResult {
     let size = ctx.size;
     let r = libc::PROT_READ;
     expect_errno("mmap of length 0", raw_mmap(&f, 0, r, 0), libc::EINVAL)?;
-    expect_errno("mmap of size+1 bytes", raw_mmap(&f, size + 1, r, 0), libc::EINVAL)?;
+    expect_errno(
+        "mmap of size+1 bytes",
+        raw_mmap(&f, size + 1, r, 0),
+        libc::EINVAL,
+    )?;
     // 2^63 bytes cannot fit in the address space: the kernel says ENOMEM before asking us.
     match raw_mmap(&f, 1 << 63, r, 0) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EINVAL)) => {}
-        other => return Err(format!("mmap of 2^63 bytes: expected ENOMEM or EINVAL, got {other:?}")),
+        other => {
+            return Err(format!(
+                "mmap of 2^63 bytes: expected ENOMEM or EINVAL, got {other:?}"
+            ))
+        }
     }
-    expect_errno("mmap of one page at offset size", raw_mmap(&f, PAGE_SIZE, r, size as i64), libc::EINVAL)?;
+    expect_errno(
+        "mmap of one page at offset size",
+        raw_mmap(&f, PAGE_SIZE, r, size as i64),
+        libc::EINVAL,
+    )?;
     expect_errno(
         "mmap of one page at offset size+4096",
         raw_mmap(&f, PAGE_SIZE, r, (size + PAGE_SIZE) as i64),
         libc::EINVAL,
     )?;
-    expect_errno("mmap at an unaligned offset", raw_mmap(&f, PAGE_SIZE, r, 1), libc::EINVAL)?;
+    expect_errno(
+        "mmap at an unaligned offset",
+        raw_mmap(&f, PAGE_SIZE, r, 1),
+        libc::EINVAL,
+    )?;
     // The largest page offset the kernel accepts must still be refused by the driver.
     match raw_mmap(&f, PAGE_SIZE, r, i64::MAX & !(PAGE_SIZE as i64 - 1)) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOVERFLOW)) => {}
-        other => return Err(format!("mmap at a huge offset: expected EINVAL or EOVERFLOW, got {other:?}")),
+        other => {
+            return Err(format!(
+                "mmap at a huge offset: expected EINVAL or EOVERFLOW, got {other:?}"
+            ))
+        }
     }
 
     let mut buf = [0u8; 8];
-    expect_errno("pread at offset -1", raw_pread(&f, &mut buf, -1), libc::EINVAL)?;
-    expect_errno("pwrite at offset -1", raw_pwrite(&f, &buf, -1), libc::EINVAL)?;
+    expect_errno(
+        "pread at offset -1",
+        raw_pread(&f, &mut buf, -1),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        "pwrite at offset -1",
+        raw_pwrite(&f, &buf, -1),
+        libc::EINVAL,
+    )?;
     let n = raw_pread(&f, &mut buf, i64::MAX - 8).or_fail("pread near i64::MAX")?;
     ensure!(n == 0, "pread near i64::MAX returned {n}, expected 0");
-    expect_errno("pwrite near i64::MAX", raw_pwrite(&f, &buf, i64::MAX - 8), libc::ENOSPC)?;
+    expect_errno(
+        "pwrite near i64::MAX",
+        raw_pwrite(&f, &buf, i64::MAX - 8),
+        libc::ENOSPC,
+    )?;
     expect_errno("lseek to -1", lseek(&f, -1, libc::SEEK_SET), libc::EINVAL)?;
-    expect_errno("lseek to i64::MAX", lseek(&f, i64::MAX, libc::SEEK_SET), libc::EINVAL)?;
-    expect_errno("lseek by i64::MIN from the end", lseek(&f, i64::MIN, libc::SEEK_END), libc::EINVAL)?;
+    expect_errno(
+        "lseek to i64::MAX",
+        lseek(&f, i64::MAX, libc::SEEK_SET),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        "lseek by i64::MIN from the end",
+        lseek(&f, i64::MIN, libc::SEEK_END),
+        libc::EINVAL,
+    )?;
 
     // A write of nothing writes nothing, anywhere, even past the end.
     for off in [0, size as i64, (size + PAGE_SIZE) as i64] {
@@ -2400,6 +2389,10 @@ fn boundaries(ctx: &Ctx) -> TestResult {
     let mut more = all.clone();
     more.extend_from_slice(&[0xA5; 3 * PAGE_SIZE]);
     let n = raw_pwrite(&f, &more, 0).or_fail("pwrite of size + 3 pages at 0")?;
-    ensure!(n == size, "pwrite of {} bytes at 0 returned {n}, expected the size {size}", more.len());
+    ensure!(
+        n == size,
+        "pwrite of {} bytes at 0 returned {n}, expected the size {size}",
+        more.len()
+    );
     ctx.check_file("after a write longer than the buffer", &f)
 }

@@ -56,7 +56,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libc::{c_int, c_long, c_void};
-use maptest::{buffer_size, Expected, MapOptions, Mapping, Mismatch, Stats, PAGE_SIZE, STATS_PATH};
+use maptest::{
+    buffer_size, describe, errno_name, signal_name, Expected, MapOptions, Mapping, Mismatch, Stats,
+    PAGE_SIZE, STATS_PATH,
+};
 
 const HELP: &str = "\
 mapstress: stress and fuzz tests of the mapdrv driver (run as root, module loaded)
@@ -129,78 +132,6 @@ const CHILD_ALARM: u32 = 30;
 // ---------------------------------------------------------------------------------------------
 // Errors: errno and signal names, one-line reasons.
 // ---------------------------------------------------------------------------------------------
-
-/// The symbolic name of an errno value (`EINVAL`), or `errno N`.
-fn errno_name(n: i32) -> String {
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::ECHILD => "ECHILD",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTTY => "ENOTTY",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::EFBIG => "EFBIG",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESPIPE => "ESPIPE",
-        libc::EROFS => "EROFS",
-        libc::EPIPE => "EPIPE",
-        libc::ERANGE => "ERANGE",
-        libc::EDEADLK => "EDEADLK",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EHWPOISON => "EHWPOISON",
-        _ => return format!("errno {n}"),
-    };
-    name.to_owned()
-}
-
-/// An I/O error as its errno name, or its text if it carries no errno.
-fn describe(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => errno_name(n),
-        None => e.to_string(),
-    }
-}
-
-/// The name of a signal number (`SIGSEGV`), or `?`.
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGSYS => "SIGSYS",
-        _ => "?",
-    }
-}
 
 /// How a process ended, from its wait status; `None` if it exited with status 0.
 fn wait_status_problem(status: c_int) -> Option<String> {
