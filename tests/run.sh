@@ -130,23 +130,36 @@ rmmod_refused_while_open() {
     rmmod mapdrv || fail "rmmod refused after the file was closed" || return 1
 }
 
-rmmod_refused_while_mapped() {
-    insmod mapdrv.ko || return 1
+# Starts `maptest --hold` in the background: it maps the device, closes the
+# descriptor and keeps the mapping until `release_holder` (or a signal).
+# Sets $holder to its pid.
+start_holder() {
     rm -f /tmp/hold /tmp/hold.out
     mkfifo /tmp/hold
     ./maptest --hold /dev/mapdrv < /tmp/hold > /tmp/hold.out 2>&1 &
-    pid=$!
+    holder=$!
     exec 4>/tmp/hold
     i=0
     until grep -q holding /tmp/hold.out; do
-        i=$((i + 1)); [ $i -gt 300 ] && { exec 4>&-; fail "maptest --hold never got ready"; return 1; }
+        i=$((i + 1))
+        [ $i -gt 300 ] && { release_holder; fail "maptest --hold never got ready"; return 1; }
         sleep 0.1
     done
+}
+
+# Lets the holder unmap and exit; fails if it did not check out.
+release_holder() {
+    exec 4>&-
+    wait $holder || fail "maptest --hold failed: $(tail -n 1 /tmp/hold.out)"
+}
+
+rmmod_refused_while_mapped() {
+    insmod mapdrv.ko || return 1
+    start_holder || return 1
     stats=$(cat /sys/kernel/debug/mapdrv/stats)
     refused=yes
     rmmod mapdrv 2>/dev/null && refused=no
-    exec 4>&-
-    wait $pid || { fail "maptest --hold failed: $(tail -n 1 /tmp/hold.out)"; return 1; }
+    release_holder || return 1
     [ $refused = yes ] || fail "rmmod succeeded while a mapping existed" || return 1
     # The descriptor is closed, but the mapping keeps the file itself open.
     echo "$stats" | grep -q '^opens: 1$' || fail "opens not 1 with only a mapping: $stats" || return 1
@@ -173,20 +186,11 @@ reload_cycles() {
 sigkill_with_mappings() {
     # A process killed while it holds mappings (fd closed) leaves nothing behind.
     insmod mapdrv.ko || return 1
-    rm -f /tmp/kill /tmp/kill.out
-    mkfifo /tmp/kill
-    ./maptest --hold /dev/mapdrv < /tmp/kill > /tmp/kill.out 2>&1 &
-    pid=$!
-    exec 5>/tmp/kill
-    i=0
-    until grep -q holding /tmp/kill.out; do
-        i=$((i + 1)); [ $i -gt 300 ] && { exec 5>&-; fail "maptest --hold never got ready"; return 1; }
-        sleep 0.1
-    done
-    grep -q '^mappings: 1$' /sys/kernel/debug/mapdrv/stats || { exec 5>&-; fail "mappings is not 1"; return 1; }
-    kill -9 $pid
-    wait $pid 2>/dev/null
-    exec 5>&-
+    start_holder || return 1
+    grep -q '^mappings: 1$' /sys/kernel/debug/mapdrv/stats || { release_holder; fail "mappings is not 1"; return 1; }
+    kill -9 $holder
+    wait $holder 2>/dev/null
+    exec 4>&-
     grep -q '^mappings: 0$' /sys/kernel/debug/mapdrv/stats || fail "mappings not 0 after SIGKILL" || return 1
     grep -q '^opens: 0$' /sys/kernel/debug/mapdrv/stats || fail "opens not 0 after SIGKILL" || return 1
     rmmod mapdrv || fail "rmmod refused after the holder was killed" || return 1
