@@ -86,6 +86,23 @@ mknod_maptest() {
     rm /tmp/mapfile
 }
 
+maptest_options() {
+    insmod mapdrv.ko pages=4 || return 1
+    out=$(./maptest --write /dev/mapdrv) || fail "--write: $(echo "$out" | tail -n 1)" || return 1
+    echo "$out" | grep -q 'MAP_SHARED: the process wrote straight into kernel memory' || fail "--write: no shared write" || return 1
+    out=$(./maptest --private --write /dev/mapdrv) || fail "--private --write: $(echo "$out" | tail -n 1)" || return 1
+    echo "$out" | grep -q 'MAP_PRIVATE: the write went to a private copy' || fail "--private: write reached the buffer" || return 1
+    ./maptest -q /dev/mapdrv || fail "buffer changed by the --write runs" || return 1
+    out=$(./maptest --hexdump 32 --maps /dev/mapdrv) || return 1
+    echo "$out" | grep -q '^  00000000  6d 61 70 64 72 76 20 70 61 67 65 20 30 20 6f 66  |mapdrv page 0 of|' \
+        || fail "--hexdump: $(echo "$out" | grep -m 1 '^  0000')" || return 1
+    echo "$out" | grep -qE '/proc/self/maps: [0-9a-f]+-[0-9a-f]+ r--s 00000000 .* /dev/mapdrv' \
+        || fail "--maps: $(echo "$out" | grep maps)" || return 1
+    ./maptest /nonexistent 2>/dev/null; [ $? = 1 ] || fail "maptest on a missing file did not exit 1" || return 1
+    ./maptest --bogus /dev/mapdrv 2>/dev/null; [ $? = 2 ] || fail "maptest with a bad option did not exit 2" || return 1
+    ./maptest --help | grep -q '^USAGE:' || fail "no --help" || return 1
+}
+
 param_pages_zero() { refused "Invalid argument" "mapdrv: pages=0 out of range 1..=262144" pages=0; }
 param_pages_too_big() { refused "Invalid argument" "mapdrv: pages=262145 out of range 1..=262144" pages=262145; }
 param_pages_not_a_number() {
@@ -375,6 +392,7 @@ device_contract() {
 t load_unload
 t dev_node
 t mknod_maptest
+t maptest_options
 t param_pages_zero
 t param_pages_too_big
 t param_pages_not_a_number
