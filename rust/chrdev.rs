@@ -202,7 +202,8 @@ pub struct Registration<T: CharDevice> {
 
 // SAFETY: Registration and unregistration may happen on any thread; the shared data is `Send`.
 unsafe impl<T: CharDevice> Send for Registration<T> {}
-// SAFETY: `&Registration` only gives access to `T::Data`, which is `Sync`, and to plain numbers.
+// SAFETY: `&Registration` gives access to nothing but plain numbers; the file operations reach
+// `T::Data`, which is `Sync`, from any thread, through the cdev.
 unsafe impl<T: CharDevice> Sync for Registration<T> {}
 
 impl<T: CharDevice> Registration<T> {
