@@ -194,6 +194,28 @@ pub struct MapOptions {
     pub populate: bool,
 }
 
+impl MapOptions {
+    /// The `PROT_...` and `MAP_...` flags these options stand for, for messages.
+    pub fn describe(&self) -> String {
+        let mut s = String::from("PROT_READ");
+        if self.write {
+            s += "|PROT_WRITE";
+        }
+        if self.exec {
+            s += "|PROT_EXEC";
+        }
+        s += if self.private {
+            ", MAP_PRIVATE"
+        } else {
+            ", MAP_SHARED"
+        };
+        if self.populate {
+            s += "|MAP_POPULATE";
+        }
+        s
+    }
+}
+
 /// A mapping made with `mmap(2)`, unmapped on drop.
 ///
 /// Its bytes change under it (another mapping, `write(2)`, another process), so they are only

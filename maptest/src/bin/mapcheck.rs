@@ -265,26 +265,6 @@ const RW_PRIVATE: MapOptions = MapOptions {
     ..RO
 };
 
-/// `PROT_...` and `MAP_...` of some options, for messages.
-fn describe_opts(o: &MapOptions) -> String {
-    let mut s = String::from("PROT_READ");
-    if o.write {
-        s += "|PROT_WRITE";
-    }
-    if o.exec {
-        s += "|PROT_EXEC";
-    }
-    s += if o.private {
-        ", MAP_PRIVATE"
-    } else {
-        ", MAP_SHARED"
-    };
-    if o.populate {
-        s += "|MAP_POPULATE";
-    }
-    s
-}
-
 struct Ctx {
     device: String,
     /// Buffer size in bytes, from `lseek(SEEK_END)`.
@@ -335,7 +315,7 @@ impl Ctx {
     ) -> Result<Mapping, String> {
         Mapping::new(file, page(first) as u64, page(pages), opts).or_fail(format!(
             "mmap of {pages} pages at page offset {first} ({})",
-            describe_opts(&opts)
+            opts.describe()
         ))
     }
 
@@ -1358,7 +1338,7 @@ fn mmap_einval(ctx: &Ctx) -> TestResult {
             expect_errno(
                 &format!(
                     "mmap of {len} pages at page offset {first} of {pages} ({why}; {})",
-                    describe_opts(&opts)
+                    opts.describe()
                 ),
                 try_map(&f, page(first), page(len), opts),
                 libc::EINVAL,
@@ -1397,7 +1377,7 @@ fn mmap_prot_exec(ctx: &Ctx) -> TestResult {
     ];
     for (file, opts) in cases {
         expect_errno(
-            &format!("mmap ({}) of {}", describe_opts(&opts), node.path),
+            &format!("mmap ({}) of {}", opts.describe(), node.path),
             try_map(file, 0, ctx.size, opts),
             libc::EPERM,
         )?;

@@ -715,23 +715,6 @@ fn main() -> ExitCode {
 // stress
 // ---------------------------------------------------------------------------------------------
 
-/// `PROT_...` and `MAP_...` of some options, for messages.
-fn describe_opts(o: &MapOptions) -> String {
-    let mut s = String::from("PROT_READ");
-    if o.write {
-        s += "|PROT_WRITE";
-    }
-    s += if o.private {
-        ", MAP_PRIVATE"
-    } else {
-        ", MAP_SHARED"
-    };
-    if o.populate {
-        s += "|MAP_POPULATE";
-    }
-    s
-}
-
 /// What every process and thread of `stress` shares.
 struct StressCtx<'a> {
     dev: &'a str,
@@ -1034,7 +1017,7 @@ fn window_op(ctx: &StressCtx, file: &File, rng: &mut Rng) -> Result<u64, String>
     let what = format!(
         "mapping of pages {first}..{} ({})",
         first + count,
-        describe_opts(&opts)
+        opts.describe()
     );
     let m = Mapping::new(file, dev_off, (count * PAGE) as usize, opts)
         .map_err(|e| format!("mmap: {what}: {}", describe(&e)))?;
@@ -2350,12 +2333,15 @@ impl<'a> Fuzz<'a> {
 
     // --- munmap, mremap -----------------------------------------------------------------------
 
-    fn op_munmap(&mut self) -> Result<(), String> {
+    /// A random region: its index, address, size in pages and description.
+    fn pick_region(&mut self) -> (usize, u64, usize, String) {
         let i = self.rng.index(self.regions.len());
-        let (addr, n, desc) = {
-            let r = &self.regions[i];
-            (r.addr, r.pages(), r.desc())
-        };
+        let r = &self.regions[i];
+        (i, r.addr, r.pages(), r.desc())
+    }
+
+    fn op_munmap(&mut self) -> Result<(), String> {
+        let (i, addr, n, desc) = self.pick_region();
         let choice = self.rng.below(10);
         let (a, len, want, cut) = match choice {
             0..=4 => (
@@ -2430,11 +2416,7 @@ impl<'a> Fuzz<'a> {
     }
 
     fn op_mremap(&mut self) -> Result<(), String> {
-        let i = self.rng.index(self.regions.len());
-        let (addr, n, desc) = {
-            let r = &self.regions[i];
-            (r.addr, r.pages(), r.desc())
-        };
+        let (i, addr, n, desc) = self.pick_region();
         let old = n as u64 * PAGE;
         let flag = |rng: &mut Rng| {
             if rng.chance(1, 2) {
