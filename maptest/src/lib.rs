@@ -309,6 +309,19 @@ impl Mapping {
         (off..off + len).map(|i| self.read(i)).collect()
     }
 
+    /// Compares the mapping, which holds the buffer from offset `start` on, with the expected
+    /// contents a page at a time (never a copy of the whole mapping, which may be as large as
+    /// memory); returns the first mismatch.
+    pub fn verify(&self, expected: &Expected, start: usize) -> Result<(), Mismatch> {
+        let mut off = 0;
+        while off < self.len {
+            let n = PAGE_SIZE.min(self.len - off);
+            expected.check(start + off, &self.read_range(off, n))?;
+            off += n;
+        }
+        Ok(())
+    }
+
     /// Copies the whole mapping.
     pub fn to_vec(&self) -> Vec<u8> {
         self.read_range(0, self.len)

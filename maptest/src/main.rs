@@ -206,8 +206,10 @@ fn run(args: Args) -> Result<bool, String> {
         resident_count(&m)
     ));
 
-    // Every other page: each first touch faults it in.
-    let data = m.to_vec();
+    // Every other page: each first touch faults it in. Checked a page at a time.
+    let expected = Expected::new(total);
+    let start = args.offset * PAGE_SIZE;
+    let verdict = m.verify(&expected, start);
     say(format!(
         "read all {pages} pages through the mapping: {}",
         resident_count(&m)
@@ -219,9 +221,7 @@ fn run(args: Args) -> Result<bool, String> {
         }
     }
 
-    let expected = Expected::new(total);
-    let start = args.offset * PAGE_SIZE;
-    if let Err(mis) = expected.check(start, &data) {
+    if let Err(mis) = verdict {
         eprintln!("maptest: MISMATCH at {mis}");
         return Ok(false);
     }
@@ -242,7 +242,7 @@ fn run(args: Args) -> Result<bool, String> {
         std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
         std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
             .map_err(|e| format!("stdin: {e}"))?;
-        if let Err(mis) = expected.check(start, &m.to_vec()) {
+        if let Err(mis) = m.verify(&expected, start) {
             eprintln!("maptest: MISMATCH after holding, at {mis}");
             return Ok(false);
         }
