@@ -49,6 +49,12 @@ refused() { # expected-error-text expected-log-text insmod-args...
     ! loaded || fail "module is loaded after a failed insmod" || return 1
 }
 
+guest_is_smp() {
+    # The concurrency tests mean something only with more than one CPU.
+    cpus=$(grep -c '^processor' /proc/cpuinfo)
+    [ "$cpus" -ge 2 ] || fail "the guest has $cpus CPU(s); qemu/run starts it with -smp 2" || return 1
+}
+
 load_unload() {
     insmod mapdrv.ko || return 1
     loaded || fail "not in lsmod after insmod" || return 1
@@ -389,6 +395,7 @@ device_contract() {
     rmmod mapdrv 2>/dev/null || notok mapcheck_unload "rmmod failed after mapcheck"
 }
 
+t guest_is_smp
 t load_unload
 t dev_node
 t mknod_maptest
