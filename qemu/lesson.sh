@@ -26,8 +26,9 @@ explain "Map the kernel buffer into a process and read it back. The process sees
 run "./maptest --maps --hexdump 48 mapfile"
 
 explain "Where those pages really are: the driver walked the kernel page tables by" \
-        "hand for every page of its buffer. Consecutive virtual pages, but the" \
-        "physical frames are wherever the page allocator found them."
+        "hand for every page of its buffer. The virtual pages are consecutive; the" \
+        "frames are wherever the page allocator found them (on a freshly booted" \
+        "machine often neighbours, but nothing promises that)."
 run "./maptest walk --rows 8"
 
 explain "The driver's counters: one fault per page touched, nothing left open."
