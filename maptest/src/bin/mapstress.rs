@@ -1033,18 +1033,17 @@ fn window_op(ctx: &StressCtx, file: &File, rng: &mut Rng) -> Result<u64, String>
         }
     };
 
-    for _ in 0..rng.range(1, 4) {
+    // Reads a random span of a random page through the mapping and checks it.
+    let check_random = |rng: &mut Rng, shadow: &[Option<Vec<u8>>], how: &str| {
         let k = rng.index(count as usize);
         let (off, len) = page_span(rng);
-        let want = want_at(&shadow, k, off, len);
-        check_mapped(
-            &m,
-            k * PAGE_SIZE + off,
-            len,
-            dev_off,
-            &want,
-            &format!("read through the {what}"),
-        )?;
+        let want = want_at(shadow, k, off, len);
+        let at = k * PAGE_SIZE + off;
+        check_mapped(&m, at, len, dev_off, &want, &format!("{how} the {what}"))
+    };
+
+    for _ in 0..rng.range(1, 4) {
+        check_random(rng, &shadow, "read through")?;
         ops += 1;
     }
     if opts.write && !opts.private && rng.chance(1, 2) {
@@ -1087,17 +1086,7 @@ fn window_op(ctx: &StressCtx, file: &File, rng: &mut Rng) -> Result<u64, String>
         m.madvise(0, m.len(), libc::MADV_DONTNEED)
             .map_err(|e| format!("madvise(MADV_DONTNEED) of the {what}: {}", describe(&e)))?;
         shadow.iter_mut().for_each(|s| *s = None);
-        let k = rng.index(count as usize);
-        let (off, len) = page_span(rng);
-        let want = want_at(&shadow, k, off, len);
-        check_mapped(
-            &m,
-            k * PAGE_SIZE + off,
-            len,
-            dev_off,
-            &want,
-            &format!("re-read after MADV_DONTNEED of the {what}"),
-        )?;
+        check_random(rng, &shadow, "re-read after MADV_DONTNEED of")?;
         ops += 2;
     }
     drop(m);
