@@ -5,6 +5,11 @@
 #                          through the lesson (insmod, mknod, maptest, rmmod)
 #   make test              build the debug kernel if missing, run every test
 #                          in the guest; ends with `N passed, M failed`
+#   make lint              CLIPPY=1 and rustfmt for the module, examples and
+#                          patches/ of the abstractions, cargo fmt/clippy for
+#                          maptest/, shellcheck (CI runs it before make test)
+#   make patches           regenerate patches/ (the abstractions for the
+#                          kernel tree) from rust/
 #   make KDIR=/path        build mapdrv.ko against your own Rust-enabled
 #                          kernel tree (like `make -C $KDIR M=$PWD`)
 #   make KDIR=/path run    boot your kernel instead of building one
@@ -15,7 +20,7 @@ KDIR ?=
 LLVM ?= -19
 export KDIR LLVM
 
-.PHONY: all modules run test deps kernel kernel-debug maptest clean help
+.PHONY: all modules run test lint patches deps kernel kernel-debug maptest clean help
 
 all: modules
 
@@ -31,6 +36,12 @@ run:
 
 test:
 	@scripts/test
+
+lint:
+	@scripts/lint
+
+patches:
+	@scripts/gen-patches
 
 deps:
 	@scripts/deps

@@ -12,8 +12,8 @@
 //! 3. **Device.** A character device named `mapdrv` (its own major in `/proc/devices`, and
 //!    `/dev/mapdrv` through a device class) gives userspace a file to open.
 //! 4. **Mapping.** `mmap` of that file checks the request and installs the driver's VMA
-//!    operations, and maps nothing: a process sees only virtual addresses, and none of them
-//!    has a page behind it yet.
+//!    operations (in `mmap_prepare`, before the kernel creates the VMA), and maps nothing: a
+//!    process sees only virtual addresses, and none of them has a page behind it yet.
 //! 5. **Fault.** The first touch of each page of the mapping faults. The fault handler does
 //!    step 2 for that page and inserts it into the process's page tables: demand paging.
 //!
@@ -25,7 +25,7 @@ use kernel::{
     debugfs, fmt,
     fs::{File, Kiocb, LocalFile},
     iov::{IovIterDest, IovIterSource},
-    mm::virt::{VmaNew, VmaRef},
+    mm::virt::VmaRef,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
@@ -35,14 +35,15 @@ use kernel::{
 };
 
 // Abstractions this driver needs that the kernel crate does not have yet, written as they would
-// be for `rust/kernel/`, hence `pub`.
-#[allow(unreachable_pub)]
+// be for `rust/kernel/` (patches/ places them there), hence `pub`, and with methods this driver
+// does not call.
+#[allow(unreachable_pub, dead_code)]
 #[path = "rust/chrdev.rs"]
 mod chrdev;
 #[allow(unreachable_pub)]
 #[path = "rust/pagewalk.rs"]
 mod pagewalk;
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 #[path = "rust/vm_ops.rs"]
 mod vm_ops;
 #[allow(unreachable_pub)]
@@ -51,7 +52,7 @@ mod vmalloc_buffer;
 
 use chrdev::{CharDevice, Options, Registration};
 use pagewalk::Level;
-use vm_ops::{FaultError, Mapped, VmFault, VmOperations, VmaNewExt};
+use vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
 use vmalloc_buffer::{VmallocBuffer, WalkCheckError};
 
 module! {
@@ -306,29 +307,31 @@ impl CharDevice for MapFile {
     // 4. The mapping.
     // -----------------------------------------------------------------------------------------
 
-    fn mmap(shared: ArcBorrow<'_, Shared>, _file: &File, vma: &VmaNew) -> Result {
+    fn mmap_prepare<'a>(
+        shared: ArcBorrow<'a, Shared>,
+        _file: &'a File,
+        desc: &mut VmAreaDesc<'a, Self::OwnerModule>,
+    ) -> Result {
         // Kernel data is never code: refuse PROT_EXEC now and for any later mprotect().
-        if vma.executable() {
+        if desc.executable() {
             return Err(EPERM);
         }
-        vma.try_clear_mayexec()?;
+        desc.try_clear_mayexec()?;
 
         // The requested window, in pages, must lie inside the buffer.
-        let first = vma.pgoff();
-        let count = (vma.end() - vma.start()) / PAGE_SIZE;
-        match first.checked_add(count) {
+        match desc.pgoff().checked_add(desc.pages()) {
             Some(end) if end <= shared.buffer.pages() => {}
             _ => return Err(EINVAL),
         }
 
         // The mapping may shrink but never grow past what was checked above.
-        vma.set_dontexpand();
+        desc.set_dontexpand();
         // Pages are inserted one by one by the fault handler (vm_insert_page).
-        vma.set_mixedmap();
+        desc.set_mixedmap();
 
-        // Nothing is mapped yet: every page waits for its first fault.
-        shared.stats.mappings.add(1, Relaxed);
-        vma.set_vm_ops(Arc::from(shared));
+        // Nothing is mapped yet: every page waits for its first fault. The VMA takes its
+        // reference to `shared` once the kernel has made it (`VmOperations::mapped`).
+        desc.set_vm_ops(shared);
         Ok(())
     }
 }
@@ -339,6 +342,10 @@ impl CharDevice for MapFile {
 
 #[vtable]
 impl VmOperations for Shared {
+    fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {
+        this.stats.mappings.add(1, Relaxed);
+    }
+
     fn open(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
         this.stats.mappings.add(1, Relaxed);
     }
@@ -350,7 +357,7 @@ impl VmOperations for Shared {
     /// Userspace touched a page of the mapping for the first time (or again after
     /// `MADV_DONTNEED`): find that page of the buffer through the kernel page tables (step 2)
     /// and map exactly that page at the faulting address.
-    fn fault(this: ArcBorrow<'_, Self>, vmf: &VmFault) -> Result<Mapped, FaultError> {
+    fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
         // `pgoff` counts from the start of the buffer: the mapping's offset plus the page's
         // index in the mapping. `mmap` checked the range, but a fault past the end (after a
         // shrinking mremap(), say) must still not reach beyond the buffer.

@@ -258,12 +258,12 @@ mod arch {
 
     pub(super) fn page_offset_base() -> usize {
         // SAFETY: Set once during early boot, read-only afterwards.
-        unsafe { bindings::page_offset_base as usize }
+        unsafe { bindings::page_offset_base }
     }
 
     pub(super) fn vmemmap_base() -> usize {
         // SAFETY: Set once during early boot, read-only afterwards.
-        unsafe { bindings::vmemmap_base as usize }
+        unsafe { bindings::vmemmap_base }
     }
 
     /// Reads entry `index` of the table at physical address `table`.
@@ -278,6 +278,11 @@ mod arch {
         unsafe { ptr.read_volatile() }
     }
 
+    /// The x86_64 walk behind [`super::walk`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`super::walk`].
     pub(super) unsafe fn walk(addr: usize) -> Result<Translation, WalkError> {
         let mode = paging_mode().ok_or(WalkError::Unsupported)?;
         let levels: &[(Level, u32)] = match mode {
@@ -346,6 +351,11 @@ mod arch {
     pub(super) fn vmemmap_base() -> usize {
         0
     }
+    /// No walk on this architecture.
+    ///
+    /// # Safety
+    ///
+    /// None needed; the signature is that of the x86_64 walk.
     pub(super) unsafe fn walk(_addr: usize) -> Result<Translation, WalkError> {
         Err(WalkError::Unsupported)
     }

@@ -2,54 +2,99 @@
 
 //! VMA operations: a driver's say in what happens when userspace touches its mapping.
 //!
-//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h) (`struct vm_operations_struct`,
-//! `struct vm_fault`).
+//! C headers: [`include/linux/mm.h`](srctree/include/linux/mm.h) (`struct vm_operations_struct`,
+//! `struct vm_fault`), [`include/linux/mm_types.h`](srctree/include/linux/mm_types.h)
+//! (`struct vm_area_desc`). See also
+//! [`Documentation/filesystems/mmap_prepare.rst`](srctree/Documentation/filesystems/mmap_prepare.rst).
 //!
-//! An `f_ops->mmap()` hook may install operations on the new VMA with
-//! [`VmaNewExt::set_vm_ops`]. Nothing is mapped then: the first access of userspace to each page
-//! of the area raises a page fault, and the kernel calls [`VmOperations::fault`], which finds the
-//! page that backs the faulting address and inserts it with [`VmFault::insert_page`]. This is
-//! demand paging, as for any file mapping.
+//! A file's `f_op->mmap_prepare()` hook describes the mapping about to be made in a
+//! [`VmAreaDesc`]: it may refuse it, adjust its flags, and install operations with
+//! [`VmAreaDesc::set_vm_ops`]. Nothing is mapped then: the first access of userspace to each
+//! page raises a page fault, and the kernel calls [`VmOperations::fault`], which finds the page
+//! that backs the faulting address and inserts it with [`VmFault::insert_page`]. This is demand
+//! paging, as for any file mapping.
 //!
-//! The operations get the data passed to `set_vm_ops`, an [`Arc`]: every VMA holds one
-//! reference, taken when the VMA is created or duplicated ([`VmOperations::open`]: `fork()`, a
-//! partial `munmap()` or `mprotect()` that splits the area, `mremap()`) and dropped when it goes
-//! away ([`VmOperations::close`]).
+//! # Why `mmap_prepare` and not `mmap`
+//!
+//! `f_op->mmap()` gets a VMA that already exists, and the kernel may still fail the `mmap(2)`
+//! after the hook returned success; a VMA freed that way is not closed, so a reference the hook
+//! stored in `vm_private_data` would leak, and a second call installing operations would leak the
+//! first one. Linux 7.3 deprecates that hook. `f_op->mmap_prepare()` runs before the VMA exists
+//! and must have no side effects: [`VmAreaDesc::set_vm_ops`] only records a borrowed pointer (a
+//! second call simply replaces the first), and the VMA's own reference is taken by the kernel's
+//! `vm_ops->mapped` callback, which runs once the VMA is established and never for a mapping that
+//! failed. From then on the reference is the VMA's: [`VmOperations::open`] takes one for every
+//! copy of it (`fork()`, a split, `mremap()`), [`VmOperations::close`] drops it.
+//!
+//! # Lifetimes
+//!
+//! The operations table and the code of [`VmOperations`] belong to the module that implements
+//! it, and every VMA that has them keeps using them until it is closed. That is sound because of
+//! a chain of references the kernel keeps: a VMA holds a reference on its file (`vm_file`) until
+//! after `close`; an open file holds a reference on the module that owns its file operations
+//! (`fops_get()` when it is opened); so the module cannot be unloaded while any such VMA exists.
+//! The types make the first link hold: [`VmAreaDesc`] carries the module that owns the file being
+//! mapped, and [`VmAreaDesc::set_vm_ops`] accepts only operations implemented by that same module.
 //!
 //! # Examples
 //!
 //! ```
-//! use kernel::{alloc::allocator::Vmalloc, prelude::*, sync::{Arc, ArcBorrow}};
-//! use crate::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+//! use core::ptr::NonNull;
+//! use kernel::{alloc::allocator::Vmalloc, page::PAGE_SIZE, prelude::*, sync::{Arc, ArcBorrow}};
+//! use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 //!
 //! /// One page of vmalloc memory, shown to every process that maps it.
-//! struct OnePage(VBox<[u8; kernel::page::PAGE_SIZE]>);
+//! struct OnePage(VVec<u8>);
 //!
 //! #[vtable]
 //! impl VmOperations for OnePage {
-//!     fn fault(this: ArcBorrow<'_, Self>, vmf: &VmFault) -> Result<Mapped, FaultError> {
+//!     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 //!         if vmf.pgoff() != 0 {
 //!             return Err(FaultError::SigBus);
 //!         }
-//!         let ptr = core::ptr::NonNull::from(&*this.0).cast();
-//!         // SAFETY: `ptr` is a vmalloc allocation that lives as long as `this`.
+//!         let ptr = NonNull::new(this.0.as_ptr().cast_mut()).ok_or(FaultError::SigBus)?;
+//!         // SAFETY: `ptr` is the start of a vmalloc allocation that lives as long as `this`.
 //!         let page = unsafe { Vmalloc::to_page(ptr) };
 //!         vmf.insert_page(&page)
 //!     }
 //! }
+//!
+//! // The data every VMA will hold a reference to.
+//! let one = Arc::new(OnePage(VVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?), GFP_KERNEL)?;
+//! assert_eq!(one.0.len(), PAGE_SIZE);
+//! # Ok::<(), Error>(())
 //! ```
 
+use core::marker::PhantomData;
 use kernel::{
     bindings,
     error::code::{EBUSY, ENOMEM},
-    mm::virt::{VmaNew, VmaRef},
+    ffi::{c_int, c_ulong, c_void},
+    mm::virt::VmaRef,
     page::Page,
     prelude::*,
     sync::{Arc, ArcBorrow},
     types::Opaque,
+    ModuleMetadata,
 };
 
 /// Why a fault could not be resolved; userspace sees the corresponding signal.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::mm::vm_ops::FaultError;
+///
+/// // A fault past the end of what the driver can map is the process's error: SIGBUS.
+/// fn past_end(pgoff: usize, pages: usize) -> Result<(), FaultError> {
+///     if pgoff >= pages {
+///         return Err(FaultError::SigBus);
+///     }
+///     Ok(())
+/// }
+/// assert_eq!(past_end(4, 4), Err(FaultError::SigBus));
+/// assert_eq!(past_end(3, 4), Ok(()));
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FaultError {
     /// The address has no backing (for example past the end of the object): `SIGBUS`.
@@ -67,18 +112,72 @@ impl FaultError {
     }
 }
 
-/// Proof that the faulting address is mapped; only [`VmFault::insert_page`] makes one.
+/// Proof that the faulting address of one fault is mapped; only [`VmFault::insert_page`] makes
+/// one.
 ///
 /// Requiring it as the result of [`VmOperations::fault`] means a handler cannot report success
-/// without a page table entry in place, which would make the faulting access fault forever.
+/// without a page table entry in place, which would make the faulting access fault forever. The
+/// lifetime `'f` is the borrow of the [`VmFault`] it was made for, and the type is invariant in
+/// it, so a proof cannot be kept and returned by a later fault:
+///
+/// ```ignore,compile_fail
+/// use kernel::{prelude::*, sync::{ArcBorrow, SpinLock}};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct Cheat(Option<Mapped<'static>>);
+///
+/// #[vtable]
+/// impl VmOperations for Cheat {
+///     fn fault<'f>(_this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         let page = kernel::page::Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
+///         let proof = vmf.insert_page(&page)?;
+///         let kept: Mapped<'static> = proof; // error: lifetime may not live long enough
+///         Ok(kept)
+///     }
+/// }
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{page::Page, prelude::*, sync::ArcBorrow};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct Counted(kernel::sync::atomic::Atomic<u64>);
+///
+/// #[vtable]
+/// impl VmOperations for Counted {
+///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         let page = Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
+///         let mapped = vmf.insert_page(&page)?;
+///         // Count only the faults that installed the entry, not those that lost a race.
+///         if mapped.was_new() {
+///             this.0.add(1, kernel::sync::atomic::Relaxed);
+///         }
+///         Ok(mapped)
+///     }
+/// }
+/// ```
 #[derive(Debug)]
-pub struct Mapped {
+pub struct Mapped<'f> {
     new: bool,
+    _fault: PhantomData<fn(&'f ()) -> &'f ()>,
 }
 
-impl Mapped {
+impl Mapped<'_> {
     /// Whether this fault installed the entry. `false` when another thread's fault on the same
     /// address won the race and installed it first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::{FaultError, Mapped};
+    ///
+    /// fn count(mapped: &Result<Mapped<'_>, FaultError>) -> u64 {
+    ///     matches!(mapped, Ok(m) if m.was_new()) as u64
+    /// }
+    /// assert_eq!(count(&Err(FaultError::Oom)), 0);
+    /// ```
     pub fn was_new(&self) -> bool {
         self.new
     }
@@ -86,10 +185,27 @@ impl Mapped {
 
 /// A page fault being handled: the kernel's `struct vm_fault`.
 ///
+/// Its fields are read through a raw pointer, never through a reference to the whole struct: the
+/// core mm writes other fields of it (`pte`, `ptl`, `prealloc_pte`, ...) while the handler runs.
+///
 /// # Invariants
 ///
 /// For the lifetime of a `&VmFault`, `inner` is a valid `struct vm_fault` passed to a
-/// `vm_operations_struct::fault` callback, whose VMA is valid and read-locked (mmap or VMA lock).
+/// `vm_operations_struct::fault` callback, whose VMA is valid and read-locked (mmap or VMA lock),
+/// and whose `vma`, `pgoff` and `address` fields do not change.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{page::Page, prelude::*};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault};
+///
+/// /// Maps the same page at every address of the VMA.
+/// fn same_page<'f>(vmf: &'f VmFault, page: &Page) -> Result<Mapped<'f>, FaultError> {
+///     pr_debug!("fault at {:#x} (page {} of the file)\n", vmf.address(), vmf.pgoff());
+///     vmf.insert_page(page)
+/// }
+/// ```
 #[repr(transparent)]
 pub struct VmFault {
     inner: Opaque<bindings::vm_fault>,
@@ -104,107 +220,635 @@ impl VmFault {
         unsafe { &*ptr.cast() }
     }
 
-    fn raw(&self) -> &bindings::vm_fault {
-        // SAFETY: By the type invariants the `vm_fault` is valid, and the fields read through
-        // this reference are not changed during the handler.
-        unsafe { &*self.inner.get() }
-    }
-
     /// The area the fault is in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// fn in_first_page(vmf: &VmFault) -> bool {
+    ///     vmf.address() == vmf.vma().start()
+    /// }
+    /// ```
     pub fn vma(&self) -> &VmaRef {
-        // SAFETY: By the type invariants the VMA is valid and read-locked during the handler.
-        unsafe { VmaRef::from_raw(self.raw().__bindgen_anon_1.vma) }
+        // SAFETY: By the type invariants `inner` is valid and `vma` is not written during the
+        // handler; the field is read through the raw pointer.
+        let vma = unsafe { (*self.inner.get()).__bindgen_anon_1.vma };
+        // SAFETY: By the type invariants the VMA is valid and read-locked during the handler,
+        // which outlives `&self`.
+        unsafe { VmaRef::from_raw(vma) }
     }
 
     /// The faulting user address, rounded down to its page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmFault, page::PAGE_SIZE};
+    ///
+    /// fn index_in_vma(vmf: &VmFault) -> usize {
+    ///     (vmf.address() - vmf.vma().start()) / PAGE_SIZE
+    /// }
+    /// ```
     pub fn address(&self) -> usize {
-        self.raw().__bindgen_anon_1.address as usize
+        // SAFETY: By the type invariants `inner` is valid and `address` does not change.
+        unsafe { (*self.inner.get()).__bindgen_anon_1.address }
     }
 
     /// The page of the mapped file that the address falls in: the VMA's page offset plus the
     /// page index of the address within the VMA.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::{FaultError, VmFault};
+    ///
+    /// fn checked_index(vmf: &VmFault, pages: usize) -> Result<usize, FaultError> {
+    ///     Some(vmf.pgoff()).filter(|&i| i < pages).ok_or(FaultError::SigBus)
+    /// }
+    /// ```
     pub fn pgoff(&self) -> usize {
-        self.raw().__bindgen_anon_1.pgoff as usize
+        // SAFETY: By the type invariants `inner` is valid and `pgoff` does not change.
+        unsafe { (*self.inner.get()).__bindgen_anon_1.pgoff }
     }
 
     /// Maps `page` at the faulting address with the protection of the VMA.
     ///
     /// The VMA takes its own reference on the page (dropped on unmap), so `page` need only stay
-    /// valid during the call. The VMA must be a mixed map ([`VmaNew::set_mixedmap`]); otherwise
-    /// the fault fails with [`FaultError::SigBus`]. In a private mapping the entry is read-only
-    /// and a write then copies the page (copy-on-write): the page itself is never written.
-    pub fn insert_page(&self, page: &Page) -> Result<Mapped, FaultError> {
+    /// valid during the call. The VMA must be a mixed map ([`VmAreaDesc::set_mixedmap`]);
+    /// otherwise the fault fails with [`FaultError::SigBus`]. In a private mapping the entry is
+    /// read-only and a write then copies the page (copy-on-write): the page itself is never
+    /// written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{page::Page, prelude::*};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault};
+    ///
+    /// fn map_fresh_page<'f>(vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(|_| FaultError::Oom)?;
+    ///     // The VMA holds its own reference: `page` may be dropped when this returns.
+    ///     vmf.insert_page(&page)
+    /// }
+    /// ```
+    pub fn insert_page(&self, page: &Page) -> Result<Mapped<'_>, FaultError> {
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
-        match vma.vm_insert_page(self.address(), page) {
-            Ok(()) => Ok(Mapped { new: true }),
+        let new = match vma.vm_insert_page(self.address(), page) {
+            Ok(()) => true,
             // Another thread's fault on this address got there first; it is mapped.
-            Err(e) if e == EBUSY => Ok(Mapped { new: false }),
-            Err(e) if e == ENOMEM => Err(FaultError::Oom),
-            Err(_) => Err(FaultError::SigBus),
-        }
+            Err(e) if e == EBUSY => false,
+            Err(e) if e == ENOMEM => return Err(FaultError::Oom),
+            Err(_) => return Err(FaultError::SigBus),
+        };
+        Ok(Mapped {
+            new,
+            _fault: PhantomData,
+        })
     }
 }
 
-/// Operations of a VMA set up by a driver's `mmap`, with shared data of type `Self`.
+/// Operations of a VMA, with shared data of type `Self` that every VMA holds a reference to.
+///
+/// `Self` is `'static`: the VMA keeps its reference until it is closed, however long that is.
+///
+/// ```ignore,compile_fail
+/// use kernel::{prelude::*, sync::ArcBorrow};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct Borrowing<'a>(&'a [u8]);
+///
+/// #[vtable]
+/// impl<'a> VmOperations for Borrowing<'a> { // error[E0478]
+///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         Err(FaultError::SigBus)
+///     }
+/// }
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{page::Page, prelude::*, sync::{atomic::{Atomic, Relaxed}, Arc, ArcBorrow}};
+/// use kernel::mm::{virt::VmaRef, vm_ops::{FaultError, Mapped, VmFault, VmOperations}};
+///
+/// /// A mapping of one zeroed page, and the number of VMAs that show it.
+/// struct ZeroPage {
+///     page: Page,
+///     vmas: Atomic<u64>,
+/// }
+///
+/// #[vtable]
+/// impl VmOperations for ZeroPage {
+///     fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {
+///         this.vmas.add(1, Relaxed);
+///     }
+///
+///     fn open(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
+///         this.vmas.add(1, Relaxed);
+///     }
+///
+///     fn close(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
+///         this.vmas.fetch_sub(1, Relaxed);
+///     }
+///
+///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         if vmf.pgoff() != 0 {
+///             return Err(FaultError::SigBus);
+///         }
+///         vmf.insert_page(&this.page)
+///     }
+/// }
+///
+/// let zero = Arc::new(
+///     ZeroPage { page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?, vmas: Atomic::new(0) },
+///     GFP_KERNEL,
+/// )?;
+/// assert_eq!(zero.vmas.load(Relaxed), 0);
+/// # Ok::<(), Error>(())
+/// ```
 #[vtable]
-pub trait VmOperations: Send + Sync + Sized {
+pub trait VmOperations: Send + Sync + Sized + 'static {
+    /// A VMA with these operations was established by `mmap(2)`, over the user addresses
+    /// `start..end`, mapping the file from page `pgoff` on. It holds a reference to `this` from
+    /// now on. Not called when the new range was merged into an existing VMA, which already
+    /// holds one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+    ///
+    /// struct Logged;
+    ///
+    /// #[vtable]
+    /// impl VmOperations for Logged {
+    ///     fn mapped(_this: ArcBorrow<'_, Self>, start: usize, end: usize, pgoff: usize) {
+    ///         pr_debug!("{:#x}..{:#x} maps the file from page {pgoff}\n", start, end);
+    ///     }
+    ///
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         Err(FaultError::SigBus)
+    ///     }
+    /// }
+    /// ```
+    fn mapped(_this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {}
+
     /// A VMA with these operations was created as a copy of another one: the child's copy in
     /// `fork()`, a piece of a split area, the destination of `mremap()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::virt::VmaRef, prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+    ///
+    /// struct Copied;
+    ///
+    /// #[vtable]
+    /// impl VmOperations for Copied {
+    ///     fn open(_this: ArcBorrow<'_, Self>, vma: &VmaRef) {
+    ///         pr_debug!("a copy at {:#x}..{:#x} (fork, split or mremap)\n", vma.start(), vma.end());
+    ///     }
+    ///
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         Err(FaultError::SigBus)
+    ///     }
+    /// }
+    /// ```
     fn open(_this: ArcBorrow<'_, Self>, _vma: &VmaRef) {}
 
     /// A VMA with these operations is going away (`munmap()`, exit, or the old range of
     /// `mremap()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::virt::VmaRef, prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+    ///
+    /// struct Closed;
+    ///
+    /// #[vtable]
+    /// impl VmOperations for Closed {
+    ///     fn close(_this: ArcBorrow<'_, Self>, vma: &VmaRef) {
+    ///         pr_debug!("{:#x}..{:#x} unmapped\n", vma.start(), vma.end());
+    ///     }
+    ///
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         Err(FaultError::SigBus)
+    ///     }
+    /// }
+    /// ```
     fn close(_this: ArcBorrow<'_, Self>, _vma: &VmaRef) {}
 
     /// Resolves a fault on an address of the VMA that has no page table entry.
-    fn fault(this: ArcBorrow<'_, Self>, vmf: &VmFault) -> Result<Mapped, FaultError>;
-}
-
-/// Extension of [`VmaNew`] for installing [`VmOperations`].
-pub trait VmaNewExt {
-    /// Installs `T`'s operations on the VMA, which keeps a reference to `data` until it is
-    /// closed.
     ///
-    /// Call this last in `mmap`: if `mmap` then fails, the kernel frees the VMA without closing
-    /// it, and the reference is leaked.
-    fn set_vm_ops<T: VmOperations>(&self, data: Arc<T>);
-
-    /// The offset in the file, in pages, at which the VMA begins (the `mmap` offset).
-    fn pgoff(&self) -> usize;
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{page::Page, prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+    ///
+    /// /// Two pages; a fault past them is the process's error.
+    /// struct TwoPages([Page; 2]);
+    ///
+    /// #[vtable]
+    /// impl VmOperations for TwoPages {
+    ///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         let page = this.0.get(vmf.pgoff()).ok_or(FaultError::SigBus)?;
+    ///         vmf.insert_page(page)
+    ///     }
+    /// }
+    /// ```
+    fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
 }
 
-impl VmaNewExt for VmaNew {
-    fn set_vm_ops<T: VmOperations>(&self, data: Arc<T>) {
-        let vma = self.as_ptr();
-        // SAFETY: The VMA is undergoing initial setup (type invariant of `VmaNew`), so nothing
-        // else reads or writes these fields. `VmOpsTable::<T>` callbacks read `vm_private_data`
-        // back as an `Arc<T>` reference, which the VMA now owns.
-        unsafe {
-            (*vma).vm_private_data = Arc::into_raw(data).cast_mut().cast();
-            (*vma).vm_ops = &VmOpsTable::<T>::VTABLE;
-        }
+/// A mapping about to be made: the kernel's `struct vm_area_desc`, as given to a file's
+/// `f_op->mmap_prepare()` hook.
+///
+/// `'a` is the lifetime of the file's private data, which the kernel keeps alive until the new
+/// VMA has taken its own reference (in `vm_ops->mapped`); `M` is the module that owns the file's
+/// operations.
+///
+/// # Invariants
+///
+/// - `inner` is the `vm_area_desc` of an `mmap_prepare` call that lasts as long as the
+///   `&mut VmAreaDesc`, and nothing else accesses it meanwhile.
+/// - `mmap(2)` holds a reference on the file being mapped until it returns, after the kernel has
+///   called `vm_ops->mapped` of a VMA made from this description, and data borrowed for `'a`
+///   stays valid until then.
+/// - The file's operations belong to module `M`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{prelude::*, sync::ArcBorrow};
+/// use kernel::mm::vm_ops::{VmAreaDesc, VmOperations};
+///
+/// /// Checks a request for `pages` pages of a device, and installs `ops`.
+/// fn prepare<'a, M, V>(desc: &mut VmAreaDesc<'a, M>, ops: ArcBorrow<'a, V>, pages: usize) -> Result
+/// where
+///     M: kernel::ModuleMetadata,
+///     V: VmOperations<OwnerModule = M>,
+/// {
+///     if desc.executable() {
+///         return Err(EPERM);
+///     }
+///     desc.try_clear_mayexec()?;
+///     match desc.pgoff().checked_add(desc.pages()) {
+///         Some(end) if end <= pages => {}
+///         _ => return Err(EINVAL),
+///     }
+///     desc.set_dontexpand();
+///     desc.set_mixedmap();
+///     desc.set_vm_ops(ops);
+///     Ok(())
+/// }
+/// ```
+#[repr(transparent)]
+pub struct VmAreaDesc<'a, M> {
+    inner: Opaque<bindings::vm_area_desc>,
+    _data: PhantomData<fn(&'a ()) -> &'a ()>,
+    _module: PhantomData<M>,
+}
+
+impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
+    /// Wraps the description given to an `mmap_prepare` hook.
+    ///
+    /// For the file operations of a device abstraction, like [`crate::chrdev`]'s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{bindings, ffi::c_int, mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// The `mmap_prepare` of a file whose operations belong to module `M`, and whose
+    /// /// private data lives as long as the file.
+    /// ///
+    /// /// # Safety
+    /// ///
+    /// /// `desc` must be the description given to that hook.
+    /// unsafe extern "C" fn mmap_prepare<M: ModuleMetadata>(desc: *mut bindings::vm_area_desc) -> c_int {
+    ///     // SAFETY: The description of this call, of a file of module `M`; `mmap(2)` holds the
+    ///     // file, and so what it owns, until it returns.
+    ///     let desc = unsafe { VmAreaDesc::<M>::from_raw(desc) };
+    ///     match desc.try_clear_mayexec() {
+    ///         Ok(()) => 0,
+    ///         Err(e) => e.to_errno(),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be the `vm_area_desc` of an `f_op->mmap_prepare()` call that lasts at least as
+    /// long as the returned reference, with nothing else accessing it meanwhile; the file being
+    /// mapped must have file operations owned by module `M`; and data borrowed for `'a` must stay
+    /// valid until `mmap(2)` returns.
+    pub unsafe fn from_raw<'b>(ptr: *mut bindings::vm_area_desc) -> &'b mut Self {
+        // SAFETY: `Self` is transparent over `vm_area_desc`; the caller guarantees the rest.
+        unsafe { &mut *ptr.cast() }
     }
 
-    fn pgoff(&self) -> usize {
-        // SAFETY: The VMA is undergoing initial setup, so nobody writes `vm_pgoff` concurrently.
-        unsafe { (*self.as_ptr()).vm_pgoff as usize }
+    fn raw(&self) -> *mut bindings::vm_area_desc {
+        self.inner.get()
+    }
+
+    /// The first user address of the mapping.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// fn starts_at_zero<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> bool {
+    ///     desc.start() == 0
+    /// }
+    /// ```
+    pub fn start(&self) -> usize {
+        // SAFETY: By the type invariants the description is valid and ours.
+        unsafe { (*self.raw()).start }
+    }
+
+    /// The user address just past the mapping.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// fn bytes<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> usize {
+    ///     desc.end() - desc.start()
+    /// }
+    /// ```
+    pub fn end(&self) -> usize {
+        // SAFETY: By the type invariants the description is valid and ours.
+        unsafe { (*self.raw()).end }
+    }
+
+    /// The size of the mapping in pages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// fn at_most_one_page<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
+    ///     if desc.pages() > 1 {
+    ///         return Err(kernel::error::code::EINVAL);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn pages(&self) -> usize {
+        (self.end() - self.start()) >> bindings::PAGE_SHIFT
+    }
+
+    /// The offset in the file, in pages, at which the mapping begins (the `mmap` offset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// Whether the mapping begins at the start of the file (an `mmap` offset of 0).
+    /// fn from_start<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> bool {
+    ///     desc.pgoff() == 0
+    /// }
+    /// ```
+    pub fn pgoff(&self) -> usize {
+        // SAFETY: By the type invariants the description is valid and ours.
+        unsafe { (*self.raw()).pgoff }
+    }
+
+    fn flags(&self) -> c_ulong {
+        // SAFETY: By the type invariants the description is valid and ours. `vma_flags_t` is a
+        // bitmap of `BITS_PER_LONG` bits: one word.
+        unsafe { (*self.raw()).vma_flags.__vma_flags[0] }
+    }
+
+    fn test(&self, bit: u32) -> bool {
+        self.flags() & (1 << bit) != 0
+    }
+
+    fn set_flags(&mut self, set: c_ulong, clear: c_ulong) {
+        let flags = (self.flags() | set) & !clear;
+        // SAFETY: By the type invariants the description is valid and only we access it; the
+        // kernel applies the flags to the VMA it creates from it. Callers set only flags that
+        // are valid for a driver's mapping.
+        unsafe { (*self.raw()).vma_flags.__vma_flags[0] = flags };
+    }
+
+    /// Whether userspace maps this as shared (`MAP_SHARED`): writes reach the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// A device whose pages only make sense shared refuses `MAP_PRIVATE`.
+    /// fn shared_only<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
+    ///     if !desc.shared() {
+    ///         return Err(kernel::error::code::EINVAL);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shared(&self) -> bool {
+        self.test(bindings::VMA_SHARED_BIT)
+    }
+
+    /// Whether userspace maps this writable (`PROT_WRITE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// A read-only device refuses `PROT_WRITE`.
+    /// fn read_only<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
+    ///     if desc.writable() {
+    ///         return Err(kernel::error::code::EACCES);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn writable(&self) -> bool {
+        self.test(bindings::VMA_WRITE_BIT)
+    }
+
+    /// Whether userspace maps this executable (`PROT_EXEC`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// Data is never code.
+    /// fn no_exec<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
+    ///     if desc.executable() {
+    ///         return Err(kernel::error::code::EPERM);
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn executable(&self) -> bool {
+        self.test(bindings::VMA_EXEC_BIT)
+    }
+
+    /// Clears `VM_MAYEXEC`, so that `mprotect(PROT_EXEC)` fails on the mapping; fails with
+    /// `EINVAL` if it is mapped executable already. Irreversible.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// /// Refuses `PROT_EXEC`, now (`EINVAL`) and for any later `mprotect()`.
+    /// fn never_exec<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) -> kernel::error::Result {
+    ///     desc.try_clear_mayexec()
+    /// }
+    /// ```
+    pub fn try_clear_mayexec(&mut self) -> Result {
+        if self.executable() {
+            return Err(EINVAL);
+        }
+        self.set_flags(0, 1 << bindings::VMA_MAYEXEC_BIT);
+        Ok(())
+    }
+
+    /// Sets `VM_DONTEXPAND`: `mremap()` cannot grow the mapping past what `mmap_prepare`
+    /// checked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// fn fixed_size<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) {
+    ///     desc.set_dontexpand();
+    /// }
+    /// ```
+    pub fn set_dontexpand(&mut self) {
+        self.set_flags(1 << bindings::VMA_DONTEXPAND_BIT, 0);
+    }
+
+    /// Sets `VM_MIXEDMAP`, which lets a fault handler insert pages with
+    /// [`VmFault::insert_page`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
+    ///
+    /// fn pages_by_fault<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) {
+    ///     // Needed by `VmFault::insert_page`.
+    ///     desc.set_mixedmap();
+    /// }
+    /// ```
+    pub fn set_mixedmap(&mut self) {
+        self.set_flags(1 << bindings::VMA_MIXEDMAP_BIT, 0);
+    }
+
+    /// Installs `V`'s operations on the VMA to be made, with `data` as its shared data.
+    ///
+    /// Only a pointer is recorded here; the VMA takes its own reference to `data` when it is
+    /// established, so calling this again simply replaces the operations, and a mapping that
+    /// fails after `mmap_prepare` returned leaves nothing behind. `data` must be borrowed for
+    /// `'a` (from the file's private data, typically), not from something `mmap_prepare`
+    /// drops:
+    ///
+    /// ```ignore,compile_fail
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    ///
+    /// struct Ops;
+    /// #[vtable]
+    /// impl VmOperations for Ops {
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         Err(FaultError::SigBus)
+    ///     }
+    /// }
+    ///
+    /// fn prepare<'a>(desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>) -> Result {
+    ///     let ops = Arc::new(Ops, GFP_KERNEL)?;
+    ///     desc.set_vm_ops(ops.as_arc_borrow()); // error[E0597]
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    ///
+    /// struct Ops;
+    ///
+    /// #[vtable]
+    /// impl VmOperations for Ops {
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///         Err(FaultError::SigBus)
+    ///     }
+    /// }
+    ///
+    /// /// `ops` is borrowed from the file (its private data) for as long as the description.
+    /// fn install<'a>(desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>, ops: ArcBorrow<'a, Ops>) {
+    ///     desc.set_vm_ops(ops);
+    /// }
+    /// ```
+    pub fn set_vm_ops<V>(&mut self, data: ArcBorrow<'a, V>)
+    where
+        V: VmOperations<OwnerModule = M>,
+    {
+        let data: *const V = &*data;
+        // SAFETY: By the type invariants the description is ours. The kernel copies both fields
+        // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference to `data`,
+        // which is valid until then because it is borrowed for `'a`.
+        unsafe {
+            (*self.raw()).vm_ops = &VmOpsTable::<V>::VTABLE;
+            (*self.raw()).private_data = data.cast_mut().cast();
+        }
     }
 }
 
 /// The `vm_operations_struct` of a [`VmOperations`] type.
-struct VmOpsTable<T: VmOperations>(core::marker::PhantomData<T>);
+struct VmOpsTable<T: VmOperations>(PhantomData<T>);
 
 impl<T: VmOperations> VmOpsTable<T> {
     /// # Safety
     ///
-    /// `vma` must have these operations, and so own a reference to an `Arc<T>` in
-    /// `vm_private_data`, and be valid and locked for the duration of `'a`.
-    unsafe fn data<'a>(vma: *mut bindings::vm_area_struct) -> ArcBorrow<'a, T> {
-        // SAFETY: The caller guarantees that `vm_private_data` came from `Arc::into_raw` and that
-        // the VMA's reference lives at least as long as `'a`.
-        unsafe { ArcBorrow::from_raw((*vma).vm_private_data.cast::<T>()) }
+    /// `ptr` must be the `vm_private_data` of a VMA with these operations (a pointer to the `T`
+    /// of an [`Arc`]) that holds its reference for at least `'a`.
+    unsafe fn data<'a>(ptr: *mut c_void) -> ArcBorrow<'a, T> {
+        // SAFETY: The caller guarantees that `ptr` points into a live `Arc<T>` for `'a`.
+        unsafe { ArcBorrow::from_raw(ptr.cast::<T>()) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the kernel once for a VMA just established from a description on which
+    /// [`VmAreaDesc::set_vm_ops`] installed these operations, before `mmap(2)` returns;
+    /// `vm_private_data` points to the VMA's private data.
+    unsafe extern "C" fn mapped(
+        start: c_ulong,
+        end: c_ulong,
+        pgoff: c_ulong,
+        _file: *const bindings::file,
+        vm_private_data: *mut *mut c_void,
+    ) -> c_int {
+        // SAFETY: The private data is the pointer `set_vm_ops` recorded, still valid (`'a` of
+        // the description lasts until `mmap(2)` returns).
+        let this = unsafe { Self::data(*vm_private_data) };
+        // The VMA's own reference, dropped by `close`. The pointer stays the same.
+        let _ = Arc::into_raw(Arc::from(this));
+        T::mapped(this, start, end, pgoff);
+        0
     }
 
     /// # Safety
@@ -213,9 +857,9 @@ impl<T: VmOperations> VmOpsTable<T> {
     /// original's pointer, for which it holds no reference yet), with the mmap lock held.
     unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
         // SAFETY: The original VMA's reference keeps the `Arc` alive during this call.
-        let this = unsafe { Self::data(vma) };
+        let this = unsafe { Self::data((*vma).vm_private_data) };
         // Take the new VMA's own reference; `close` drops it.
-        core::mem::forget(Arc::from(this));
+        let _ = Arc::into_raw(Arc::from(this));
         // SAFETY: `vma` is valid and the mmap lock is held.
         T::open(this, unsafe { VmaRef::from_raw(vma) });
     }
@@ -224,15 +868,17 @@ impl<T: VmOperations> VmOpsTable<T> {
     ///
     /// `vma` must be a VMA with these operations that is going away, with the mmap lock held.
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: `vma` is valid; its private data does not change while it is closed.
+        let ptr = unsafe { (*vma).vm_private_data };
         {
             // SAFETY: The VMA still holds its reference.
-            let this = unsafe { Self::data(vma) };
+            let this = unsafe { Self::data(ptr) };
             // SAFETY: `vma` is valid and the mmap lock is held.
             T::close(this, unsafe { VmaRef::from_raw(vma) });
         }
-        // SAFETY: The pointer came from `Arc::into_raw` (`set_vm_ops`, or a reference taken in
-        // `open`); this drops the VMA's reference, once, as the VMA is closed once.
-        drop(unsafe { Arc::<T>::from_raw((*vma).vm_private_data.cast::<T>()) });
+        // SAFETY: The VMA's reference came from `Arc::into_raw` (in `mapped` or `open`); this
+        // drops it, once, as the VMA is closed once.
+        drop(unsafe { Arc::<T>::from_raw(ptr.cast::<T>()) });
     }
 
     /// # Safety
@@ -241,8 +887,9 @@ impl<T: VmOperations> VmOpsTable<T> {
     unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: The caller passes a valid `vm_fault` for the duration of this call.
         let vmf = unsafe { VmFault::from_raw(vmf) };
-        // SAFETY: The VMA has these operations and is locked during the fault.
-        let this = unsafe { Self::data(vmf.vma().as_ptr()) };
+        // SAFETY: The VMA has these operations, holds its reference, and is locked during the
+        // fault.
+        let this = unsafe { Self::data((*vmf.vma().as_ptr()).vm_private_data) };
         match T::fault(this, vmf) {
             // The handler installed the entry itself; there is no page to hand back.
             Ok(Mapped { .. }) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
@@ -251,6 +898,7 @@ impl<T: VmOperations> VmOpsTable<T> {
     }
 
     const VTABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        mapped: Some(Self::mapped),
         open: Some(Self::open),
         close: Some(Self::close),
         fault: Some(Self::fault),
