@@ -559,6 +559,37 @@ impl Drop for DeviceLock {
 ///   data is `inner` or, once `cdev_del` was called, null.
 /// - `cdev` is null or a cdev made by `cdev_alloc`, with the file operations of
 ///   `CharDeviceVTable<T>`, `T`'s module as owner and `device` as parent, added for `devt`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{fs::File, prelude::*};
+/// use kernel::chrdev::{CharDevice, Options, Registration};
+///
+/// struct Dev;
+///
+/// #[vtable]
+/// impl CharDevice for Dev {
+///     type Data = ();
+///     type Ptr = ();
+///
+///     fn open(_data: &(), _file: &File, _minor: u32) -> Result {
+///         Ok(())
+///     }
+/// }
+///
+/// /// A module keeps its registration for as long as it is loaded; unloading it drops the
+/// /// registration, which removes the device.
+/// struct DevModule {
+///     _dev: Registration<Dev>,
+/// }
+///
+/// let module = DevModule {
+///     _dev: Registration::register(Options { name: c"rust_dev", major: 0, mode: 0o600 }, ())?,
+/// };
+/// drop(module);
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Registration<T: CharDevice> {
     inner: NonNull<Inner<T>>,
     devt: bindings::dev_t,
