@@ -10,8 +10,15 @@
 #                          maptest/, shellcheck (CI runs it before make test)
 #   make patches           regenerate patches/ (the abstractions for the
 #                          kernel tree) from rust/
+#   make docs              redraw docs/*.svg from docs/diagrams/*.dot
+#   make                   build mapdrv.ko (into build/module/) against the
+#                          plain guest kernel
 #   make KDIR=/path        build mapdrv.ko against your own Rust-enabled
 #                          kernel tree (like `make -C $KDIR M=$PWD`)
+#   make rust-analyzer     rust-project.json for an editor (KDIR= as above)
+#   make install           build and install mapdrv.ko for the running kernel,
+#                          or for KDIR; INSTALL_MOD_PATH=DIR to stage it
+#                          (dkms.conf does the same through DKMS)
 #   make KDIR=/path run    boot your kernel instead of building one
 #
 # LLVM selects the kernel's LLVM toolchain: -19 (clang-19, the default) or 1.
@@ -20,16 +27,59 @@ KDIR ?=
 LLVM ?= -19
 export KDIR LLVM
 
-.PHONY: all modules run test lint patches deps kernel kernel-debug maptest clean help
+# `make install` is for the running kernel unless KDIR names another.
+ifeq ($(KDIR),)
+ifneq ($(filter install,$(MAKECMDGOALS)),)
+KDIR := /lib/modules/$(shell uname -r)/build
+endif
+endif
+
+# A KDIR that cannot build a Rust module (no CONFIG_RUST, no Rust build
+# metadata, another rustc) is refused here, in one line, before any build.
+ifneq ($(KDIR),)
+ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
+KDIR_PROBLEM := $(shell scripts/check-kdir '$(KDIR)' '$(or $(RUSTC),rustc)')
+ifneq ($(KDIR_PROBLEM),)
+$(error $(KDIR_PROBLEM))
+endif
+endif
+endif
+
+.PHONY: all modules rust-analyzer install run test lint docs patches deps kernel kernel-debug maptest clean help
 
 all: modules
+
+# The module is built out of the source tree (the kernel's MO=), into
+# build/module: the tree stays clean, so `make run` and `make test` (which
+# build into build/module-FLAVOUR) work after it.
+MO ?= $(CURDIR)/build/module
 
 modules:
 ifeq ($(KDIR),)
 	@$(MAKE) --no-print-directory modules KDIR="$$(scripts/build-kernel plain)"
 else
-	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) modules
+	@mkdir -p $(MO)
+	$(MAKE) -C $(KDIR) M=$(CURDIR) MO=$(MO) LLVM=$(LLVM) modules
+	@echo "mapdrv.ko: $(MO)/mapdrv.ko"
 endif
+
+# rust-project.json for rust-analyzer, against the kernel the module is built
+# with, so that an editor resolves `kernel::` items.
+rust-analyzer:
+ifeq ($(KDIR),)
+	@$(MAKE) --no-print-directory rust-analyzer KDIR="$$(scripts/build-kernel plain)"
+else
+	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) rust-analyzer
+	@test -f rust-project.json || mv "$(KDIR)/rust-project.json" rust-project.json
+	@echo "rust-project.json: $(CURDIR)/rust-project.json"
+endif
+
+# `make install`: the module into the target kernel's module directory
+# (/lib/modules/RELEASE/updates/, then depmod), by the kernel's
+# modules_install; INSTALL_MOD_PATH=DIR installs under DIR instead. The target
+# is the running kernel unless KDIR names another.
+install: modules
+	$(MAKE) -C $(KDIR) M=$(CURDIR) MO=$(MO) LLVM=$(LLVM) INSTALL_MOD_DIR=updates modules_install
 
 run:
 	@scripts/run
@@ -39,6 +89,10 @@ test:
 
 lint:
 	@scripts/lint
+
+# The diagrams of docs/, from their Graphviz sources in docs/diagrams/.
+docs:
+	@for f in docs/diagrams/*.dot; do dot -Tsvg "$$f" -o "docs/$$(basename "$${f%.dot}").svg"; done
 
 patches:
 	@scripts/gen-patches
@@ -56,7 +110,7 @@ maptest:
 	cd maptest && cargo build --release --locked --target x86_64-unknown-linux-musl
 
 clean:
-	rm -rf build
+	rm -rf build rust-project.json
 	rm -f *.o *.ko *.mod *.mod.c .*.cmd Module.symvers modules.order .module-common.o
 	cd maptest && cargo clean
 

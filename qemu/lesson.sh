@@ -5,9 +5,20 @@ set -e
 explain() { echo; for line in "$@"; do echo "# $line"; done; }
 run() { printf '$ %s\n' "$*"; eval "$*"; }
 
+explain "A freshly booted machine has long runs of free frames, so vmalloc would" \
+        "get neighbours. Fragment free memory first, as a machine that has run a while" \
+        "has it: take 64 MiB and give every other page back (held until insmod is done)."
+mkfifo /tmp/fragment
+./maptest fragment 64 < /tmp/fragment > /tmp/fragment.out &
+exec 3> /tmp/fragment
+until grep -q ready /tmp/fragment.out; do sleep 0.1; done
+run "cat /tmp/fragment.out"
+
 explain "Load the driver. It vmallocs a buffer (virtually contiguous, physically" \
         "scattered pages), fills it, and registers a character device."
 run insmod mapdrv.ko
+exec 3>&-   # the fragmenter exits and gives its memory back
+wait
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
 
 explain "The kernel gave the device a major number:"
@@ -27,8 +38,7 @@ run "./maptest --maps --hexdump 48 mapfile"
 
 explain "Where those pages really are: the driver walked the kernel page tables by" \
         "hand for every page of its buffer. The virtual pages are consecutive; the" \
-        "frames are wherever the page allocator found them (on a freshly booted" \
-        "machine often neighbours, but nothing promises that)."
+        "frames are wherever the page allocator found them: scattered."
 run "./maptest walk --rows 8"
 
 explain "The driver's counters: one fault per page touched, nothing left open."

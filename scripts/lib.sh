@@ -23,3 +23,28 @@ export PATH="$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 jobs_n() { nproc 2>/dev/null || echo 2; }
+
+# apt_private: sets apt_dir and apt_opts, a private apt configuration in the
+# cache for $MAPDRV_KSUITE, on the Debian mirror this machine already uses
+# (its sources list is only read). apt_private_update fetches its lists.
+apt_private() {
+    apt_dir=$MAPDRV_CACHE/apt
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
+    local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    # deb822 or one-line format
+    mirror=$(
+        { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}'
+          cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+              | awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) { print $i; break } }'
+        } | grep -v -e security -e '^$' | head -n 1 || true
+    )
+    [[ -n $mirror ]] || die "no Debian mirror found in the apt configuration; set MAPDRV_KERNEL_TARBALL instead"
+    echo "deb [signed-by=$keyring] $mirror $MAPDRV_KSUITE main" > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root"
+              -o "Debug::NoLocking=1")
+}
+apt_private_update() {
+    apt-get "${apt_opts[@]}" -q update >&2 || die "apt-get update of $MAPDRV_KSUITE failed"
+}

@@ -51,10 +51,30 @@ lastlog() { dmesg | grep 'mapdrv: ' | tail -n 1; }
 refused() { # expected-error-text expected-log-text insmod-args...
     want_err=$1 want_log=$2
     shift 2
+    before=$(dmesg | grep -cF "$want_log")
     if err=$(insmod mapdrv.ko "$@" 2>&1); then fail "insmod $* succeeded"; return 1; fi
     echo "$err" | grep -q "$want_err" || { fail "insmod $*: '$err', expected '$want_err'"; return 1; }
     lastlog | grep -qF "$want_log" || { fail "dmesg: '$(lastlog)', expected '$want_log'"; return 1; }
+    # Once: the module's init ran once, and said why once.
+    logged=$(( $(dmesg | grep -cF "$want_log") - before ))
+    [ $logged = 1 ] || { fail "the reason was logged $logged times, expected once"; return 1; }
     ! loaded || fail "module is loaded after a failed insmod" || return 1
+}
+
+modinfo_complete() {
+    # What `modinfo` shows: description, author, license, and a description
+    # for every parameter. (Busybox's modinfo wants a modules.dep to exist.)
+    d=/lib/modules/$(uname -r)
+    mkdir -p "$d" && touch "$d/modules.dep"
+    out=$(modinfo /mapdrv.ko) || fail "modinfo failed" || return 1
+    for field in description author license; do
+        echo "$out" | grep -qE "^$field: +[^ ]" || fail "no $field in modinfo" || return 1
+    done
+    for param in pages major; do
+        echo "$out" | grep -qE "^parm: +$param:[A-Za-z]" || fail "parameter $param has no description" || return 1
+    done
+    # And no parameter that the test above does not know about.
+    [ "$(echo "$out" | grep -c '^parm:')" = 2 ] || fail "parameters: $(echo "$out" | grep '^parm:' | tr '\n' ' ')" || return 1
 }
 
 guest_is_smp() {
@@ -353,6 +373,31 @@ pagewalk_levels() {
         || fail "no pfn/phys/struct_page/directmap: $line" || return 1
 }
 
+fragmented_buffer_is_scattered() {
+    # The lesson's key fact, made visible as `make run` does: with free memory
+    # fragmented (maptest fragment), the buffer's frames are scattered.
+    rm -f /tmp/frag /tmp/frag.out
+    mkfifo /tmp/frag
+    ./maptest fragment 64 < /tmp/frag > /tmp/frag.out &
+    exec 5> /tmp/frag
+    i=0
+    until grep -q ready /tmp/frag.out; do
+        i=$((i + 1))
+        [ $i -gt 300 ] && { exec 5>&-; fail "maptest fragment never got ready"; return 1; }
+        sleep 0.1
+    done
+    insmod mapdrv.ko pages=64
+    rc=$?
+    exec 5>&-
+    wait
+    [ $rc = 0 ] || fail "insmod failed" || return 1
+    out=$(./maptest walk --rows 0) || fail "maptest walk failed" || return 1
+    runs=$(echo "$out" | tr '\n' ' ' | sed -n 's/.* sit in \([0-9]*\) physically.*/\1/p')
+    [ -n "$runs" ] || fail "no summary in maptest walk" || return 1
+    # 64 pages from a free list of single frames: nearly every page its own run.
+    [ "$runs" -ge 32 ] || fail "the 64 pages sit in only $runs contiguous runs" || return 1
+}
+
 pagewalk_no_addresses_in_log() {
     # Kernel addresses belong in the root-only debugfs file, never in the log.
     insmod mapdrv.ko || return 1
@@ -469,6 +514,7 @@ device_contract() {
 }
 
 t guest_is_smp
+t modinfo_complete
 t load_unload
 t dev_node
 t mknod_maptest
@@ -487,6 +533,7 @@ t reload_cycles
 t pagewalk_matches_kernel
 t pagewalk_levels
 t pagewalk_no_addresses_in_log
+t fragmented_buffer_is_scattered
 want kunit_results && kunit_results
 want doctest_results && doctest_results
 t kobject_release_clean

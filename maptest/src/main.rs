@@ -15,6 +15,7 @@ maptest: map mapdrv's kernel buffer into this process and read it back
 USAGE:
     maptest [OPTIONS] FILE
     maptest walk [--rows N]
+    maptest fragment MIB
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
 `mknod mapfile c MAJOR 0` (MAJOR from /proc/devices).
@@ -33,6 +34,14 @@ the indices of the PGD, P4D, PUD, PMD and PTE entries the kernel's page-table
 walk goes through, the page frame each page lands in, and how scattered the
 frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
 the module loaded; --rows N shows N rows (default 32).
+
+`maptest fragment MIB` fragments free memory on purpose: it takes MIB MiB of
+anonymous memory, gives every other page back to the kernel, prints a line
+ending in `ready` and keeps the rest until standard input reaches end of
+file. Free memory is then single frames with a taken frame between each two:
+a vmalloc made meanwhile gets frames that are really scattered, which
+`maptest walk` then shows (on a freshly booted machine it often gets
+neighbouring frames, which vmalloc does not promise).
 
 OPTIONS:
     --pages N      map N pages instead of the whole buffer
@@ -329,9 +338,68 @@ fn walk_main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `maptest fragment MIB`: see the help text.
+fn fragment_main() -> ExitCode {
+    let mib = match std::env::args().nth(2).map(|a| a.parse::<usize>()) {
+        Some(Ok(m)) if (1..=4096).contains(&m) => m,
+        _ => {
+            eprintln!("maptest: fragment needs a size in MiB, 1 to 4096");
+            return ExitCode::from(2);
+        }
+    };
+    let len = mib << 20;
+    // SAFETY: A fresh private anonymous mapping; no existing memory is affected.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        eprintln!(
+            "maptest: fragment: mmap of {mib} MiB: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(1);
+    }
+    let pages = len / PAGE_SIZE;
+    for i in (1..pages).step_by(2) {
+        // SAFETY: The page lies inside the mapping made above, which nothing else uses; its
+        // contents are not needed.
+        let rc = unsafe {
+            libc::madvise(
+                addr.cast::<u8>().add(i * PAGE_SIZE).cast(),
+                PAGE_SIZE,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "maptest: fragment: madvise: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::from(1);
+        }
+    }
+    println!(
+        "fragment: took {} pages, gave back every other one ({}); holding the rest. ready",
+        pages,
+        pages / 2
+    );
+    // Keep the taken pages until told; exiting gives them back.
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("walk") {
-        return walk_main();
+    match std::env::args().nth(1).as_deref() {
+        Some("walk") => return walk_main(),
+        Some("fragment") => return fragment_main(),
+        _ => {}
     }
     let args = match parse_args() {
         Ok(a) => a,
