@@ -5,18 +5,19 @@ set -e
 explain() { echo; for line in "$@"; do echo "# $line"; done; }
 run() { printf '$ %s\n' "$*"; eval "$*"; }
 
-explain "A freshly booted machine has long runs of free frames, so vmalloc would" \
-        "get neighbours. Fragment free memory first, as a machine that has run a while" \
-        "has it: take 64 MiB and give every other page back (held until insmod is done)."
+explain "A freshly booted machine has long runs of free frames, and Linux 7.3's vmalloc" \
+        "asks for the largest free blocks first. Fragment free memory first: take all of" \
+        "it but 16 MiB, give every other page back in a scattered order (on CPU 0, where" \
+        "insmod will run), and hold the rest until insmod is done."
 mkfifo /tmp/fragment
-./maptest fragment 64 < /tmp/fragment > /tmp/fragment.out &
+taskset 1 ./maptest fragment all < /tmp/fragment > /tmp/fragment.out &
 exec 3> /tmp/fragment
 until grep -q ready /tmp/fragment.out; do sleep 0.1; done
 run "cat /tmp/fragment.out"
 
-explain "Load the driver. It vmallocs a buffer (virtually contiguous, physically" \
-        "scattered pages), fills it, and registers a character device."
-run insmod mapdrv.ko
+explain "Load the driver with a 32 MiB buffer. It vmallocs it (virtually contiguous," \
+        "physically scattered pages), fills it, and registers a character device."
+run taskset 1 insmod mapdrv.ko pages=8192
 exec 3>&-   # the fragmenter exits and gives its memory back
 wait
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
@@ -38,8 +39,11 @@ run "./maptest --maps --hexdump 48 mapfile"
 
 explain "Where those pages really are: the driver walked the kernel page tables by" \
         "hand for every page of its buffer. The virtual pages are consecutive; the" \
-        "frames are wherever the page allocator found them: scattered."
+        "frames are wherever the page allocator found them: the first ones in the few" \
+        "large blocks left, then single frames from all over memory."
 run "./maptest walk --rows 8"
+explain "Its last pages, which came one by one from the fragmented free memory:"
+run "./maptest walk --rows 8192 | awk '\$1 ~ /^[0-9]+\$/ && \$1 >= 8184'"
 
 explain "The driver's counters: one fault per page touched, nothing left open."
 run "cat /sys/kernel/debug/mapdrv/stats"

@@ -15,7 +15,7 @@ maptest: map mapdrv's kernel buffer into this process and read it back
 USAGE:
     maptest [OPTIONS] FILE
     maptest walk [--rows N]
-    maptest fragment MIB
+    maptest fragment MIB|all
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
 `mknod mapfile c MAJOR 0` (MAJOR from /proc/devices).
@@ -35,13 +35,14 @@ walk goes through, the page frame each page lands in, and how scattered the
 frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
 the module loaded; --rows N shows N rows (default 32).
 
-`maptest fragment MIB` fragments free memory on purpose: it takes MIB MiB of
-anonymous memory, gives every other page back to the kernel, prints a line
-ending in `ready` and keeps the rest until standard input reaches end of
-file. Free memory is then single frames with a taken frame between each two:
-a vmalloc made meanwhile gets frames that are really scattered, which
-`maptest walk` then shows (on a freshly booted machine it often gets
-neighbouring frames, which vmalloc does not promise).
+`maptest fragment MIB|all` fragments free memory on purpose: it takes MIB MiB
+of anonymous memory (`all`: all free memory but a 16 MiB margin), gives every
+other page back to the kernel in a scattered order, prints a line ending in
+`ready` and keeps the rest until standard input reaches end of file. Free
+memory is then single frames with a taken frame between each two. vmalloc
+asks for the largest free blocks first; once the margin's are used up, a
+vmalloc made meanwhile on the same CPU (run both under `taskset 1`) gets
+single frames from all over memory, which `maptest walk` then shows.
 
 OPTIONS:
     --pages N      map N pages instead of the whole buffer
@@ -338,12 +339,39 @@ fn walk_main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `maptest fragment MIB`: see the help text.
+/// What `maptest fragment all` leaves free, in MiB: above the kernel's watermarks, so that
+/// nothing is reclaimed or killed.
+const FRAGMENT_MARGIN_MIB: usize = 16;
+
+/// `MemFree` of `/proc/meminfo`, in MiB.
+fn free_mib() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// `maptest fragment MIB|all`: see the help text.
 fn fragment_main() -> ExitCode {
-    let mib = match std::env::args().nth(2).map(|a| a.parse::<usize>()) {
-        Some(Ok(m)) if (1..=4096).contains(&m) => m,
-        _ => {
-            eprintln!("maptest: fragment needs a size in MiB, 1 to 4096");
+    let arg = std::env::args().nth(2);
+    let mib = match arg.as_deref() {
+        // All free memory but a margin the kernel keeps for itself (its watermarks).
+        Some("all") => match free_mib() {
+            Some(free) if free > FRAGMENT_MARGIN_MIB => free - FRAGMENT_MARGIN_MIB,
+            _ => {
+                eprintln!("maptest: fragment: cannot read MemFree from /proc/meminfo");
+                return ExitCode::from(1);
+            }
+        },
+        Some(a) => match a.parse::<usize>() {
+            Ok(m) if (1..=4096).contains(&m) => m,
+            _ => {
+                eprintln!("maptest: fragment needs a size in MiB (1 to 4096) or `all`");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!("maptest: fragment needs a size in MiB (1 to 4096) or `all`");
             return ExitCode::from(2);
         }
     };
@@ -367,12 +395,25 @@ fn fragment_main() -> ExitCode {
         return ExitCode::from(1);
     }
     let pages = len / PAGE_SIZE;
-    for i in (1..pages).step_by(2) {
-        // SAFETY: The page lies inside the mapping made above, which nothing else uses; its
+    // Give back every other page (the odd ones), in bit-reversed order of their index: the
+    // kernel's per-CPU free list is last in, first out, so the next allocations on this CPU
+    // get frames that are neither neighbours nor in order.
+    let half = pages / 2;
+    let bits = half.next_power_of_two().trailing_zeros();
+    for k in 0..half.next_power_of_two() {
+        let i = if bits == 0 {
+            0
+        } else {
+            k.reverse_bits() >> (usize::BITS - bits)
+        };
+        if i >= half {
+            continue;
+        }
+        // SAFETY: Page 2i+1 lies inside the mapping made above, which nothing else uses; its
         // contents are not needed.
         let rc = unsafe {
             libc::madvise(
-                addr.cast::<u8>().add(i * PAGE_SIZE).cast(),
+                addr.cast::<u8>().add((2 * i + 1) * PAGE_SIZE).cast(),
                 PAGE_SIZE,
                 libc::MADV_DONTNEED,
             )
@@ -386,7 +427,8 @@ fn fragment_main() -> ExitCode {
         }
     }
     println!(
-        "fragment: took {} pages, gave back every other one ({}); holding the rest. ready",
+        "fragment: took {} pages, gave back every other one ({}) in a scattered order; \
+         holding the rest. ready",
         pages,
         pages / 2
     );

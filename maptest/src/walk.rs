@@ -221,14 +221,16 @@ impl PageWalk {
         );
         out.push_str(&wrap(&summary, 78));
         let moral = if self.breaks() == 0 {
-            "This time the page allocator happened to hand out neighbouring frames (common \
-             on a freshly booted machine); vmalloc does not promise it. It allocates each \
-             page on its own, wherever the allocator finds one, and only the page tables make \
-             the range contiguous. kmalloc, by contrast, must find physically contiguous memory."
+            "This time the buffer fits in one free block of neighbouring frames (common on a \
+             freshly booted machine: vmalloc asks the page allocator for the largest free \
+             blocks first); vmalloc does not promise it. It takes whatever blocks and single \
+             pages the allocator has, from anywhere, and only the page tables make the range \
+             contiguous. kmalloc, by contrast, must find physically contiguous memory."
         } else {
-            "vmalloc promises only virtual contiguity: it allocates each page on its own, \
-             wherever the allocator finds one, and the page tables stitch them into one range \
-             of addresses. kmalloc, by contrast, must find physically contiguous memory."
+            "vmalloc promises only virtual contiguity: it takes the largest free blocks the \
+             page allocator has, then single pages, wherever they are, and the page tables \
+             stitch them into one range of addresses. kmalloc, by contrast, must find \
+             physically contiguous memory."
         };
         out.push_str(&wrap(moral, 78));
         out
