@@ -487,6 +487,10 @@ kobject_release_clean() {
     mknod /tmp/stale c "$(major_of)" 0 || return 1
     ./maptest -q /tmp/stale || fail "maptest through the mknod node" || return 1
     rmmod mapdrv || fail "rmmod with a mknod node" || return 1
+    # Wait out the delayed releases before touching the stale node: until the
+    # cdev's release has run, its inode still points to it, and the core's
+    # cdev_get() would read cdev->owner, the unloaded module (a hazard of every
+    # cdev driver under CONFIG_DEBUG_KOBJECT_RELEASE, not of this one).
     sleep 5
     if [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ]; then
         dmesg | grep -q "'mapdrv' ([0-9a-f]*): kobject_release, parent" \
