@@ -7,17 +7,19 @@ run() { printf '$ %s\n' "$*"; eval "$*"; }
 
 explain "A freshly booted machine has long runs of free frames, and Linux 7.3's vmalloc" \
         "asks for the largest free blocks first. Fragment free memory first: take all of" \
-        "it but 16 MiB, give every other page back in a scattered order (on CPU 0, where" \
-        "insmod will run), and hold the rest until insmod is done."
+        "it but a margin (24 MiB and 1/16 of RAM), give every other page back in a" \
+        "scattered order (on CPU 0, where insmod will run), and hold the rest until insmod" \
+        "is done."
 mkfifo /tmp/fragment
 taskset 1 ./maptest fragment all < /tmp/fragment > /tmp/fragment.out &
 exec 3> /tmp/fragment
 until grep -q ready /tmp/fragment.out; do sleep 0.1; done
 run "cat /tmp/fragment.out"
 
-explain "Load the driver with a 32 MiB buffer. It vmallocs it (virtually contiguous," \
-        "physically scattered pages), fills it, and registers a character device."
-run taskset 1 insmod mapdrv.ko pages=8192
+explain "Load the driver with a 128 MiB buffer, more than the margin's large blocks. It" \
+        "vmallocs it (virtually contiguous, physically scattered pages), fills it, and" \
+        "registers a character device."
+run taskset 1 insmod mapdrv.ko pages=32768
 exec 3>&-   # the fragmenter exits and gives its memory back
 wait
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
@@ -43,7 +45,7 @@ explain "Where those pages really are: the driver walked the kernel page tables 
         "large blocks left, then single frames from all over memory."
 run "./maptest walk --rows 8"
 explain "Its last pages, which came one by one from the fragmented free memory:"
-run "./maptest walk --rows 8192 | awk '\$1 ~ /^[0-9]+\$/ && \$1 >= 8184'"
+run "./maptest walk --rows 32768 | awk '\$1 ~ /^[0-9]+\$/ && \$1 >= 32760'"
 
 explain "The driver's counters: one fault per page touched, nothing left open."
 run "cat /sys/kernel/debug/mapdrv/stats"

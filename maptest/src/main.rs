@@ -36,7 +36,8 @@ frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
 the module loaded; --rows N shows N rows (default 32).
 
 `maptest fragment MIB|all` fragments free memory on purpose: it takes MIB MiB
-of anonymous memory (`all`: all free memory but a 16 MiB margin), gives every
+of anonymous memory (`all`: all free memory but a margin of 24 MiB and 1/16 of
+RAM), gives every
 other page back to the kernel in a scattered order, prints a line ending in
 `ready` and keeps the rest until standard input reaches end of file. Free
 memory is then single frames with a taken frame between each two. vmalloc
@@ -339,16 +340,19 @@ fn walk_main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// What `maptest fragment all` leaves free, in MiB: above the kernel's watermarks, so that
-/// nothing is reclaimed or killed.
-const FRAGMENT_MARGIN_MIB: usize = 16;
-
-/// `MemFree` of `/proc/meminfo`, in MiB.
-fn free_mib() -> Option<usize> {
+/// A field of `/proc/meminfo`, in MiB.
+fn meminfo_mib(field: &str) -> Option<usize> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemFree:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// What `maptest fragment all` leaves free, in MiB: the kernel's watermarks and the free
+/// memory of zones that ordinary allocations may not use (ZONE_DMA), with room to spare, so
+/// that nothing is reclaimed or killed.
+fn fragment_margin_mib() -> Option<usize> {
+    Some(24 + meminfo_mib("MemTotal:")? / 16)
 }
 
 /// `maptest fragment MIB|all`: see the help text.
@@ -356,10 +360,10 @@ fn fragment_main() -> ExitCode {
     let arg = std::env::args().nth(2);
     let mib = match arg.as_deref() {
         // All free memory but a margin the kernel keeps for itself (its watermarks).
-        Some("all") => match free_mib() {
-            Some(free) if free > FRAGMENT_MARGIN_MIB => free - FRAGMENT_MARGIN_MIB,
+        Some("all") => match (meminfo_mib("MemFree:"), fragment_margin_mib()) {
+            (Some(free), Some(margin)) if free > margin => free - margin,
             _ => {
-                eprintln!("maptest: fragment: cannot read MemFree from /proc/meminfo");
+                eprintln!("maptest: fragment: too little free memory, or no /proc/meminfo");
                 return ExitCode::from(1);
             }
         },
