@@ -48,3 +48,11 @@ apt_private() {
 apt_private_update() {
     apt-get "${apt_opts[@]}" -q update >&2 || die "apt-get update of $MAPDRV_KSUITE failed"
 }
+
+# known_early_death LOG: the console LOG shows the debug kernel's known death
+# during boot (docs/building.md): KASAN's bounds follow pgtable_l5_enabled(),
+# which reads 4-level paging while identify_boot_cpu() re-reads the CPU's
+# features, and an interrupt then touches the 5-level direct map.
+known_early_death() {
+    grep -q 'KASAN: wild-memory-access' "$1" && grep -q 'arch_cpu_finalize_init' "$1"
+}

@@ -2,8 +2,9 @@
 //!
 //! The guest's busybox `insmod` retries with `init_module(2)` after any failure of
 //! `finit_module(2)`, so a module that refuses to load runs its init, and logs why, twice. This
-//! one tries once and reports the kernel's answer the way busybox does:
-//! `insmod: can't insert 'FILE': REASON`, exit status 1.
+//! one tries once and reports the kernel's answer as busybox does, with the errno's name (the
+//! C library's wording varies): `insmod: can't insert 'FILE': EINVAL: Invalid argument (os error 22)`, exit
+//! status 1.
 
 use std::{ffi::CString, fs::File, os::fd::AsRawFd, process::ExitCode};
 
@@ -37,7 +38,8 @@ fn main() -> ExitCode {
     };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        eprintln!("insmod: can't insert '{path}': {e}");
+        let name = maptest::errno_name(e.raw_os_error().unwrap_or(0));
+        eprintln!("insmod: can't insert '{path}': {name}: {e}");
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
