@@ -15,14 +15,16 @@
 //!    operations (in `mmap_prepare`, before the kernel creates the VMA), and maps nothing: a
 //!    process sees only virtual addresses, and none of them has a page behind it yet.
 //! 5. **Fault.** The first touch of each page of the mapping faults. The fault handler does
-//!    step 2 for that page and inserts it into the process's page tables: demand paging.
+//!    step 2 for that page and inserts it into the process's page tables: demand paging. With
+//!    `fault_around=N` (a power of two; default 1, pure demand paging) it maps the aligned block
+//!    of N pages around the faulting one in the same fault, as the kernel does for files.
 //!
 //! Contents: the byte at offset `off` is `off % 251`, except that page `i` of `n` begins with
 //! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`, and
 //! step 2 done by hand for every page, level by level, in `/sys/kernel/debug/mapdrv/pagewalk`.
 
 use kernel::{
-    debugfs, fmt,
+    cpu, debugfs, fmt,
     fs::{File, Kiocb, LocalFile},
     iov::{IovIterDest, IovIterSource},
     mm::virt::VmaRef,
@@ -70,11 +72,18 @@ module! {
             default: 0,
             description: "Major device number; 0 asks the kernel for a free one",
         },
+        fault_around: u32 {
+            default: 1,
+            description: "Pages mapped per fault: the aligned block around the faulting page (1, 2, 4, ..., 512; 1: only the faulting page)",
+        },
     },
 }
 
 /// The largest buffer, in pages (1 GiB).
 const PAGES_MAX: u32 = 262144;
+
+/// The largest fault-around window, in pages: one page table's worth.
+const FAULT_AROUND_MAX: u32 = 512;
 
 /// The period of the fill pattern: a prime, so that it never lines up with page boundaries.
 const PATTERN_PERIOD: usize = 251;
@@ -114,18 +123,24 @@ impl fmt::Write for SliceWriter<'_> {
     }
 }
 
-/// What every open file and every mapping shares: the buffer and the counters.
+/// What every open file and every mapping shares: the buffer, the counters, and the number
+/// of pages a fault maps.
 #[pin_data]
 struct Shared {
     #[pin]
     buffer: VmallocBuffer,
     stats: Stats,
+    fault_around: usize,
 }
 
 /// Counters shown in debugfs.
 struct Stats {
-    /// Fault handler calls that mapped a page.
-    faults: Atomic<u64>,
+    /// Fault handler calls that mapped the faulting page.
+    faults: CpuCounter,
+    /// Pages the fault handler mapped besides the faulting ones (fault-around): so that a
+    /// fault of `fault_around=1` updates one counter, not two. `pages_mapped` in debugfs is
+    /// the sum of both.
+    neighbours: CpuCounter,
     /// Live VMAs.
     mappings: Atomic<u64>,
     /// Open files.
@@ -133,11 +148,53 @@ struct Stats {
 }
 
 impl Stats {
-    fn show(&self, pages: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn new() -> Result<Self> {
+        Ok(Stats {
+            faults: CpuCounter::new()?,
+            neighbours: CpuCounter::new()?,
+            mappings: Atomic::new(0),
+            opens: Atomic::new(0),
+        })
+    }
+
+    fn show(&self, pages: usize, fault_around: usize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pages: {pages}")?;
-        writeln!(f, "faults: {}", self.faults.load(Relaxed))?;
+        writeln!(f, "faults: {}", self.faults.sum())?;
         writeln!(f, "mappings: {}", self.mappings.load(Relaxed))?;
-        writeln!(f, "opens: {}", self.opens.load(Relaxed))
+        writeln!(f, "opens: {}", self.opens.load(Relaxed))?;
+        let pages_mapped = self.faults.sum() + self.neighbours.sum();
+        writeln!(f, "pages_mapped: {pages_mapped}")?;
+        writeln!(f, "fault_around: {fault_around}")
+    }
+}
+
+/// A counter with one slot per CPU, each in its own cache line: faults on different CPUs
+/// never write the same line. Reading it sums the slots.
+struct CpuCounter(KVec<CpuSlot>);
+
+#[repr(align(64))]
+struct CpuSlot(Atomic<u64>);
+
+impl CpuCounter {
+    fn new() -> Result<Self> {
+        let cpus = cpu::nr_cpu_ids() as usize;
+        let mut slots = KVec::with_capacity(cpus, GFP_KERNEL)?;
+        for _ in 0..cpus {
+            slots.push(CpuSlot(Atomic::new(0)), GFP_KERNEL)?;
+        }
+        Ok(CpuCounter(slots))
+    }
+
+    fn add(&self, n: u64) {
+        // The task may move to another CPU meanwhile; the add stays atomic, and it is rare.
+        let cpu = cpu::CpuId::current().as_u32() as usize;
+        if let Some(slot) = self.0.get(cpu) {
+            slot.0.add(n, Relaxed);
+        }
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|slot| slot.0.load(Relaxed)).sum()
     }
 }
 
@@ -356,15 +413,28 @@ impl VmOperations for Shared {
 
     /// Userspace touched a page of the mapping for the first time (or again after
     /// `MADV_DONTNEED`): find that page of the buffer through the kernel page tables (step 2)
-    /// and map exactly that page at the faulting address.
-    fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    /// and map it at the faulting address; with `fault_around` > 1, map the block of pages
+    /// around it too.
+    fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
         // `pgoff` counts from the start of the buffer: the mapping's offset plus the page's
         // index in the mapping. `mmap` checked the range, but a fault past the end (after a
         // shrinking mremap(), say) must still not reach beyond the buffer.
-        let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
-        let mapped = vmf.insert_page(&page)?;
+        let mapped = if this.fault_around == 1 {
+            let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
+            vmf.insert_page(&page)?
+        } else {
+            // The window stays inside the VMA, its page table and the buffer; for a write to
+            // a private mapping it is the faulting page alone.
+            let window = vmf.window(this.fault_around, this.buffer.pages());
+            vmf.insert_pages(&window, |i| this.buffer.page(i))?
+        };
+        // The faulting page, if this fault mapped it, and the neighbours mapped with it.
+        let neighbours = mapped.pages() - usize::from(mapped.was_new());
         if mapped.was_new() {
-            this.stats.faults.add(1, Relaxed);
+            this.stats.faults.add(1);
+        }
+        if neighbours > 0 {
+            this.stats.neighbours.add(neighbours as u64);
         }
         Ok(mapped)
     }
@@ -386,8 +456,15 @@ impl kernel::Module for MapDrv {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let npages = module_parameters::pages.value();
         let major = module_parameters::major.value();
+        let fault_around = module_parameters::fault_around.value();
         if !(1..=PAGES_MAX).contains(&npages) {
             pr_err!("pages={npages} out of range 1..={PAGES_MAX}\n");
+            return Err(EINVAL);
+        }
+        if !fault_around.is_power_of_two() || fault_around > FAULT_AROUND_MAX {
+            pr_err!(
+                "fault_around={fault_around} is not a power of two in 1..={FAULT_AROUND_MAX}\n"
+            );
             return Err(EINVAL);
         }
         if major > chrdev::MAJOR_MAX {
@@ -420,11 +497,8 @@ impl kernel::Module for MapDrv {
         let shared = Arc::pin_init(
             try_pin_init!(Shared {
                 buffer <- buffer,
-                stats: Stats {
-                    faults: Atomic::new(0),
-                    mappings: Atomic::new(0),
-                    opens: Atomic::new(0),
-                },
+                stats: Stats::new()?,
+                fault_around: fault_around as usize,
             }? Error),
             GFP_KERNEL,
         )?;
@@ -435,7 +509,7 @@ impl kernel::Module for MapDrv {
         let debugfs = debugfs::Dir::new(c"mapdrv");
         let stats = KBox::pin_init(
             debugfs.read_callback_file(c"stats", shared.clone(), &|s: &Arc<Shared>, f| {
-                s.stats.show(s.buffer.pages(), f)
+                s.stats.show(s.buffer.pages(), s.fault_around, f)
             }),
             GFP_KERNEL,
         )?;
@@ -469,6 +543,9 @@ impl kernel::Module for MapDrv {
             npages * PAGE_SIZE,
             dev.major()
         );
+        if fault_around > 1 {
+            pr_info!("fault-around: up to {fault_around} pages mapped per fault\n");
+        }
         Ok(MapDrv {
             dev,
             _stats: stats,

@@ -400,7 +400,7 @@ pub trait CharDevice: Sized {
     ///
     /// #[vtable]
     /// impl VmOperations for OnePage {
-    ///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         match vmf.pgoff() {
     ///             0 => vmf.insert_page(&this.0),
     ///             _ => Err(FaultError::SigBus),
@@ -451,7 +451,7 @@ pub trait CharDevice: Sized {
     /// #[vtable]
     /// impl VmOperations for Foreign {
     ///     type OwnerModule = Elsewhere;
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }

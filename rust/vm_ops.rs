@@ -26,6 +26,28 @@
 //! failed. From then on the reference is the VMA's: [`VmOperations::open`] takes one for every
 //! copy of it (`fork()`, a split, `mremap()`), [`VmOperations::close`] drops it.
 //!
+//! # Fault-around, and the per-VMA lock
+//!
+//! A handler may map more than the faulting page: [`VmFault::window`] gives the aligned block
+//! of pages around it, and [`VmFault::insert_pages`] maps them in batches. This is what the
+//! kernel's fault-around does for the page cache (`do_fault_around()`), done in `fault`
+//! instead of `vm_ops->map_pages`, for a reason the kernel's exports leave no way around:
+//! `map_pages` runs under `rcu_read_lock()` and must not allocate, and every exported way to
+//! install a page table entry (`vm_insert_page()`, `vm_insert_pages()`, `vmf_insert_pfn()`,
+//! `vmf_insert_mixed()`, `apply_to_page_range()`) allocates the page table when the PMD entry
+//! is empty. Checking the PMD first does not help: with `CONFIG_PT_RECLAIM` an
+//! `madvise(MADV_DONTNEED)` on another thread, which holds the same VMA read lock, can empty
+//! and free the page table between the check and the call. The page cache's own `map_pages`
+//! copes with that through `pte_offset_map_lock()` and `pmd_install()`, which are not exported.
+//!
+//! `vm_ops->map_pages` is installed all the same, mapping nothing. Its presence is how the
+//! kernel knows that `fault` may run under the per-VMA lock: without it, `vmf_can_call_fault()`
+//! refuses every fault taken under that lock, and the whole fault is done again under
+//! `mmap_lock`, which doubles its cost. A Rust handler is safe under the VMA lock, because all it
+//! can reach of the mapping through [`VmFault`] is what that lock protects ([`VmaRef`] is valid
+//! under the mmap or the VMA read lock). Upstream, a flag in `vm_operations_struct` would say
+//! this more directly, as the comment above `vmf_can_call_fault()` suggests.
+//!
 //! # Lifetimes
 //!
 //! The operations table and the code of [`VmOperations`] belong to the module that implements
@@ -40,7 +62,7 @@
 //!
 //! ```
 //! use core::ptr::NonNull;
-//! use kernel::{alloc::allocator::Vmalloc, page::PAGE_SIZE, prelude::*, sync::{Arc, ArcBorrow}};
+//! use kernel::{alloc::allocator::Vmalloc, page::PAGE_SIZE, prelude::*, sync::Arc};
 //! use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 //!
 //! /// One page of vmalloc memory, shown to every process that maps it.
@@ -48,7 +70,7 @@
 //!
 //! #[vtable]
 //! impl VmOperations for OnePage {
-//!     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+//!     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 //!         if vmf.pgoff() != 0 {
 //!             return Err(FaultError::SigBus);
 //!         }
@@ -121,14 +143,14 @@ impl FaultError {
 /// it, so a proof cannot be kept and returned by a later fault:
 ///
 /// ```ignore,compile_fail
-/// use kernel::{prelude::*, sync::{ArcBorrow, SpinLock}};
+/// use kernel::{prelude::*, sync::SpinLock};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Cheat(Option<Mapped<'static>>);
 ///
 /// #[vtable]
 /// impl VmOperations for Cheat {
-///     fn fault<'f>(_this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(_this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         let page = kernel::page::Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let proof = vmf.insert_page(&page)?;
 ///         let kept: Mapped<'static> = proof; // error: lifetime may not live long enough
@@ -140,14 +162,14 @@ impl FaultError {
 /// # Examples
 ///
 /// ```
-/// use kernel::{page::Page, prelude::*, sync::ArcBorrow};
+/// use kernel::{page::Page, prelude::*};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Counted(kernel::sync::atomic::Atomic<u64>);
 ///
 /// #[vtable]
 /// impl VmOperations for Counted {
-///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         let page = Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let mapped = vmf.insert_page(&page)?;
 ///         // Count only the faults that installed the entry, not those that lost a race.
@@ -161,6 +183,7 @@ impl FaultError {
 #[derive(Debug)]
 pub struct Mapped<'f> {
     new: bool,
+    pages: usize,
     _fault: PhantomData<fn(&'f ()) -> &'f ()>,
 }
 
@@ -180,6 +203,24 @@ impl Mapped<'_> {
     /// ```
     pub fn was_new(&self) -> bool {
         self.new
+    }
+
+    /// How many page table entries this fault installed: the faulting page's, if
+    /// [`Mapped::was_new`], and those of the neighbours that [`VmFault::insert_pages`] mapped
+    /// with it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::{FaultError, Mapped};
+    ///
+    /// fn pages(mapped: &Result<Mapped<'_>, FaultError>) -> usize {
+    ///     mapped.as_ref().map_or(0, Mapped::pages)
+    /// }
+    /// assert_eq!(pages(&Err(FaultError::SigBus)), 0);
+    /// ```
+    pub fn pages(&self) -> usize {
+        self.pages
     }
 }
 
@@ -297,17 +338,280 @@ impl VmFault {
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
-        let new = match vma.vm_insert_page(self.address(), page) {
-            Ok(()) => true,
+        // SAFETY: `vma` is a mixed map, read-locked for the fault (type invariants), and the
+        // faulting address lies in it; `page` is valid during the call, and the VMA takes its
+        // own reference. (What `VmaMixedMap::vm_insert_page` does, without its result
+        // conversion: this is the fault's hot path.)
+        let ret = unsafe { bindings::vm_insert_page(vma.as_ptr(), self.address(), page.as_ptr()) };
+        let new = match ret {
+            0 => true,
             // Another thread's fault on this address got there first; it is mapped.
-            Err(e) if e == EBUSY => false,
-            Err(e) if e == ENOMEM => return Err(FaultError::Oom),
-            Err(_) => return Err(FaultError::SigBus),
+            e if e == EBUSY.to_errno() => false,
+            e if e == ENOMEM.to_errno() => return Err(FaultError::Oom),
+            _ => return Err(FaultError::SigBus),
         };
         Ok(Mapped {
             new,
+            pages: usize::from(new),
             _fault: PhantomData,
         })
+    }
+
+    /// Whether this is a write fault on a private (copy-on-write) mapping.
+    fn is_cow(&self) -> bool {
+        // SAFETY: By the type invariants `inner` is valid; `flags` is read through the raw
+        // pointer. The kernel changes it during a fault only to drop locks, which a handler
+        // that is running has not done.
+        let flags = unsafe { (*self.inner.get()).flags };
+        flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0
+            && self.vma().flags() & kernel::mm::virt::flags::SHARED == 0
+    }
+
+    /// The pages that may be mapped together with the faulting one (fault-around): the
+    /// naturally aligned block of `max` pages (rounded down to a power of two, at most one page
+    /// table's worth) that holds the faulting address, cut to the VMA, to its page table, and
+    /// to the pages `0..file_pages` of the file.
+    ///
+    /// For a write fault on a private mapping the window is the faulting page alone: the
+    /// write copies that page, and only that one (copy-on-write), and mapping the file's pages
+    /// around it would only have them copied on their own writes later.
+    ///
+    /// The kernel's own fault-around for the page cache (`do_fault_around()`, with
+    /// `fault_around_bytes` for `max`) starts from the same aligned block, but when the VMA
+    /// begins inside it, it moves the window's end on by as much; here the window never leaves
+    /// the block, so which pages a fault maps depends only on where it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// /// A fault always maps at least the faulting page.
+    /// fn at_least_one(vmf: &VmFault, file_pages: usize) -> bool {
+    ///     let window = vmf.window(16, file_pages);
+    ///     window.pages() >= 1 && window.pages() <= 16
+    /// }
+    /// ```
+    pub fn window(&self, max: usize, file_pages: usize) -> FaultWindow<'_> {
+        const PTRS: usize = bindings::PTRS_PER_PTE as usize;
+        const SHIFT: u32 = bindings::PAGE_SHIFT;
+        let n = if self.is_cow() {
+            1
+        } else {
+            // The largest power of two not above `max`, in 1..=PTRS.
+            let max = max.clamp(1, PTRS);
+            1 << (usize::BITS - 1 - max.leading_zeros())
+        };
+        let vma = self.vma();
+        let address = self.address();
+        let pgoff = self.pgoff();
+        // Page indices within the faulting address's page table, as in `do_fault_around()`.
+        let pte = (address >> SHIFT) % PTRS;
+        let before_in_vma = (address - vma.start()) >> SHIFT;
+        let after_in_vma = (vma.end() - address) >> SHIFT;
+        let after_in_file = file_pages.saturating_sub(pgoff).max(1);
+        let block = pte & !(n - 1);
+        let from = block.max(pte - pte.min(before_in_vma));
+        let to = (block + n)
+            .min(PTRS)
+            .min(pte + after_in_vma)
+            .min(pte + after_in_file);
+        // INVARIANT: `from <= pte < to`, all in one page table and inside the VMA, so the
+        // window holds the faulting address; `pgoff - (pte - from)` is at least the VMA's own
+        // page offset, because `pte - from <= before_in_vma`.
+        FaultWindow {
+            address: address - ((pte - from) << SHIFT),
+            pgoff: pgoff - (pte - from),
+            pages: to - from,
+            fault: pte - from,
+            _fault: PhantomData,
+        }
+    }
+
+    /// Maps the pages of `window` that are not mapped yet, the faulting one among them: the
+    /// page for file page `i` is `page(i)`. Pages that another thread has mapped meanwhile
+    /// are left alone; if `page` returns `None`, the window ends there.
+    ///
+    /// Fails only if the faulting page itself could not be mapped; a neighbour that cannot be
+    /// mapped just stays unmapped until its own fault. The pages are inserted in batches, one
+    /// page table lock each (`vm_insert_pages()`). Like [`VmFault::insert_page`], this needs a
+    /// mixed map, takes the VMA's own reference on each page, and maps with the protection of
+    /// the VMA.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{page::Page, prelude::*};
+    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault};
+    ///
+    /// /// Maps up to 16 pages of `pages` around the fault, in one fault.
+    /// fn fault_around<'f>(vmf: &'f VmFault, pages: &[Page]) -> Result<Mapped<'f>, FaultError> {
+    ///     let window = vmf.window(16, pages.len());
+    ///     vmf.insert_pages(&window, |i| pages.get(i))
+    /// }
+    /// ```
+    pub fn insert_pages<'f, P, F>(
+        &'f self,
+        window: &FaultWindow<'f>,
+        mut page: F,
+    ) -> Result<Mapped<'f>, FaultError>
+    where
+        P: core::ops::Deref<Target = Page>,
+        F: FnMut(usize) -> Option<P>,
+    {
+        /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8.
+        const BATCH: usize = 16;
+        let Some(vma) = self.vma().as_mixedmap_vma() else {
+            return Err(FaultError::SigBus);
+        };
+        // `Some(true)`: this fault mapped the faulting page; `Some(false)`: it was mapped.
+        let mut fault_page = None;
+        let mut inserted = 0;
+        let mut next = 0;
+        let mut error = FaultError::SigBus;
+        'window: while next < window.pages {
+            // Keep the pages (`P`) alive until they are mapped.
+            let mut held: [Option<P>; BATCH] = core::array::from_fn(|_| None);
+            let mut ptrs = [core::ptr::null_mut::<bindings::page>(); BATCH];
+            let mut len = 0;
+            while len < BATCH && next + len < window.pages {
+                let Some(p) = page(window.pgoff + next + len) else {
+                    break;
+                };
+                ptrs[len] = p.as_ptr();
+                held[len] = Some(p);
+                len += 1;
+            }
+            if len == 0 {
+                break;
+            }
+            let first = next;
+            let mut at = 0;
+            while at < len {
+                let mut left = (len - at) as c_ulong;
+                let addr = window.address + ((first + at) << bindings::PAGE_SHIFT);
+                // SAFETY: `vma` is a mixed map, read-locked for the fault; `addr` and the
+                // `left` pages after it lie in the window, so in the VMA (type invariants of
+                // `FaultWindow`, made for this fault). Every pointer in `ptrs[at..len]` is a
+                // page that `held` keeps valid during the call; the VMA takes its own
+                // references. `vm_insert_pages()` writes back how many were not mapped.
+                let ret = unsafe {
+                    bindings::vm_insert_pages(
+                        vma.as_ptr(),
+                        addr,
+                        ptrs[at..].as_mut_ptr(),
+                        &mut left,
+                    )
+                };
+                let done = (len - at) - left as usize;
+                inserted += done;
+                if (first + at..first + at + done).contains(&window.fault) {
+                    fault_page = Some(true);
+                }
+                at += done;
+                match ret {
+                    0 => break,
+                    // The page at `at` is mapped already (a racing fault): skip it.
+                    e if e == EBUSY.to_errno() => {
+                        if first + at == window.fault {
+                            fault_page = Some(false);
+                        }
+                        at += 1;
+                    }
+                    e => {
+                        if e == ENOMEM.to_errno() {
+                            error = FaultError::Oom;
+                        }
+                        break 'window;
+                    }
+                }
+            }
+            next = first + len;
+            drop(held);
+        }
+        match fault_page {
+            Some(new) => Ok(Mapped {
+                new,
+                pages: inserted,
+                _fault: PhantomData,
+            }),
+            None => Err(error),
+        }
+    }
+}
+
+/// The pages around a fault that its handler may map with it: see [`VmFault::window`].
+///
+/// # Invariants
+///
+/// The `pages` pages from user address `address` lie in the VMA of the fault of lifetime `'f`
+/// and in one page table; page `fault` of them is the faulting one; `pgoff` is the file page
+/// mapped at `address`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::mm::vm_ops::VmFault;
+///
+/// /// Whether the fault can map more than its own page.
+/// fn maps_neighbours(vmf: &VmFault) -> bool {
+///     vmf.window(16, usize::MAX).pages() > 1
+/// }
+/// ```
+#[derive(Debug)]
+pub struct FaultWindow<'f> {
+    address: usize,
+    pgoff: usize,
+    pages: usize,
+    fault: usize,
+    _fault: PhantomData<fn(&'f ()) -> &'f ()>,
+}
+
+impl FaultWindow<'_> {
+    /// The first user address of the window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// fn starts_at_or_before_the_fault(vmf: &VmFault) -> bool {
+    ///     vmf.window(16, usize::MAX).address() <= vmf.address()
+    /// }
+    /// ```
+    pub fn address(&self) -> usize {
+        self.address
+    }
+
+    /// The page of the file mapped at [`FaultWindow::address`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// fn first_file_page(vmf: &VmFault) -> usize {
+    ///     vmf.window(16, usize::MAX).pgoff()
+    /// }
+    /// ```
+    pub fn pgoff(&self) -> usize {
+        self.pgoff
+    }
+
+    /// The number of pages in the window, the faulting one included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// /// With a window of one page, fault-around is off.
+    /// fn single(vmf: &VmFault) -> bool {
+    ///     vmf.window(1, usize::MAX).pages() == 1
+    /// }
+    /// ```
+    pub fn pages(&self) -> usize {
+        self.pages
     }
 }
 
@@ -316,14 +620,14 @@ impl VmFault {
 /// `Self` is `'static`: the VMA keeps its reference until it is closed, however long that is.
 ///
 /// ```ignore,compile_fail
-/// use kernel::{prelude::*, sync::ArcBorrow};
+/// use kernel::prelude::*;
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Borrowing<'a>(&'a [u8]);
 ///
 /// #[vtable]
 /// impl<'a> VmOperations for Borrowing<'a> { // error[E0478]
-///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         Err(FaultError::SigBus)
 ///     }
 /// }
@@ -355,7 +659,7 @@ impl VmFault {
 ///         this.vmas.fetch_sub(1, Relaxed);
 ///     }
 ///
-///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         if vmf.pgoff() != 0 {
 ///             return Err(FaultError::SigBus);
 ///         }
@@ -391,7 +695,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///         pr_debug!("{:#x}..{:#x} maps the file from page {pgoff}\n", start, end);
     ///     }
     ///
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -415,7 +719,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///         pr_debug!("a copy at {:#x}..{:#x} (fork, split or mremap)\n", vma.start(), vma.end());
     ///     }
     ///
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -439,7 +743,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///         pr_debug!("{:#x}..{:#x} unmapped\n", vma.start(), vma.end());
     ///     }
     ///
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -451,7 +755,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// # Examples
     ///
     /// ```
-    /// use kernel::{page::Page, prelude::*, sync::ArcBorrow};
+    /// use kernel::{page::Page, prelude::*};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
     ///
     /// /// Two pages; a fault past them is the process's error.
@@ -459,13 +763,13 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///
     /// #[vtable]
     /// impl VmOperations for TwoPages {
-    ///     fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         let page = this.0.get(vmf.pgoff()).ok_or(FaultError::SigBus)?;
     ///         vmf.insert_page(page)
     ///     }
     /// }
     /// ```
-    fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
+    fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
 }
 
 /// A mapping about to be made: the kernel's `struct vm_area_desc`, as given to a file's
@@ -764,13 +1068,13 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// drops:
     ///
     /// ```ignore,compile_fail
-    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
+    /// use kernel::{prelude::*, sync::Arc};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
     ///
     /// struct Ops;
     /// #[vtable]
     /// impl VmOperations for Ops {
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -792,7 +1096,7 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     ///
     /// #[vtable]
     /// impl VmOperations for Ops {
-    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -887,9 +1191,10 @@ impl<T: VmOperations> VmOpsTable<T> {
     unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: The caller passes a valid `vm_fault` for the duration of this call.
         let vmf = unsafe { VmFault::from_raw(vmf) };
-        // SAFETY: The VMA has these operations, holds its reference, and is locked during the
-        // fault.
-        let this = unsafe { Self::data((*vmf.vma().as_ptr()).vm_private_data) };
+        // SAFETY: The VMA has these operations, so its private data points to the `T` of an
+        // `Arc` (a plain reference: no need to find the `Arc`, the fault takes no new one); the
+        // VMA holds its reference and is locked during the fault.
+        let this = unsafe { &*(*vmf.vma().as_ptr()).vm_private_data.cast::<T>() };
         match T::fault(this, vmf) {
             // The handler installed the entry itself; there is no page to hand back.
             Ok(Mapped { .. }) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
@@ -897,11 +1202,27 @@ impl<T: VmOperations> VmOpsTable<T> {
         }
     }
 
+    /// Maps nothing: the page cache's fault-around hook, here only so that the kernel calls
+    /// [`Self::fault`] under the per-VMA lock (see the module documentation).
+    ///
+    /// # Safety
+    ///
+    /// Called by the kernel's `do_fault_around()`, under `rcu_read_lock()`.
+    unsafe extern "C" fn map_pages(
+        _vmf: *mut bindings::vm_fault,
+        _start_pgoff: c_ulong,
+        _end_pgoff: c_ulong,
+    ) -> bindings::vm_fault_t {
+        // Nothing mapped, so the kernel goes on to `fault`.
+        0
+    }
+
     const VTABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
         mapped: Some(Self::mapped),
         open: Some(Self::open),
         close: Some(Self::close),
         fault: Some(Self::fault),
+        map_pages: Some(Self::map_pages),
         ..pin_init::zeroed()
     };
 }

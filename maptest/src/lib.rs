@@ -216,6 +216,69 @@ impl MapOptions {
     }
 }
 
+/// Address space set aside (an inaccessible anonymous mapping), aligned as asked, for
+/// mappings placed at chosen addresses with [`Mapping::new_at`]. Unmapped on drop.
+pub struct Reservation {
+    addr: usize,
+    len: usize,
+}
+
+impl Reservation {
+    /// Reserves `len` bytes at an address aligned to `align` (a power of two).
+    pub fn new(len: usize, align: usize) -> io::Result<Reservation> {
+        let total = len + align;
+        // SAFETY: A new inaccessible mapping at an address of the kernel's choice aliases no
+        // Rust object.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let start = ptr as usize;
+        let addr = start.next_multiple_of(align);
+        // Give back what lies outside the aligned part.
+        // SAFETY: Both ranges are parts of the mapping just made, which nothing else uses.
+        unsafe {
+            if addr > start {
+                libc::munmap(ptr, addr - start);
+            }
+            let end = addr + len;
+            if start + total > end {
+                libc::munmap(end as *mut libc::c_void, start + total - end);
+            }
+        }
+        Ok(Reservation { addr, len })
+    }
+
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: The range is ours; mappings placed in it are unmapped with it, and their
+        // `Mapping` handles then unmap nothing that belongs to anyone else (drop them first).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
 /// A mapping made with `mmap(2)`, unmapped on drop.
 ///
 /// Its bytes change under it (another mapping, `write(2)`, another process), so they are only
@@ -234,6 +297,32 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `file` from byte offset `offset`.
     pub fn new(file: &File, offset: u64, len: usize, opts: MapOptions) -> io::Result<Mapping> {
+        Self::map(file, offset, len, opts, None)
+    }
+
+    /// Like [`Mapping::new`], but at address `addr` (`MAP_FIXED`), which must lie in `within`:
+    /// the mapping replaces that part of the reservation.
+    pub fn new_at(
+        file: &File,
+        offset: u64,
+        len: usize,
+        opts: MapOptions,
+        within: &Reservation,
+        addr: usize,
+    ) -> io::Result<Mapping> {
+        if addr < within.addr() || addr.saturating_add(len) > within.addr() + within.len() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Self::map(file, offset, len, opts, Some(addr))
+    }
+
+    fn map(
+        file: &File,
+        offset: u64,
+        len: usize,
+        opts: MapOptions,
+        fixed: Option<usize>,
+    ) -> io::Result<Mapping> {
         let mut prot = libc::PROT_READ;
         if opts.write {
             prot |= libc::PROT_WRITE;
@@ -249,12 +338,17 @@ impl Mapping {
         if opts.populate {
             flags |= libc::MAP_POPULATE;
         }
+        if fixed.is_some() {
+            flags |= libc::MAP_FIXED;
+        }
         let offset = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-        // SAFETY: A new mapping at an address of the kernel's choice aliases no Rust object.
+        // SAFETY: A new mapping at an address of the kernel's choice aliases no Rust object;
+        // one at a fixed address replaces only part of a `Reservation`, which holds no Rust
+        // object either (checked by `new_at`).
         let ptr = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                fixed.map_or(std::ptr::null_mut(), |a| a as *mut libc::c_void),
                 len,
                 prot,
                 flags,
@@ -444,9 +538,14 @@ pub fn is_char_device(path: &str) -> io::Result<bool> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub pages: u64,
+    /// Fault handler calls that mapped the faulting page.
     pub faults: u64,
     pub mappings: u64,
     pub opens: u64,
+    /// Pages the fault handler mapped, neighbours (fault-around) included.
+    pub pages_mapped: u64,
+    /// The module's `fault_around` parameter: pages per fault.
+    pub fault_around: u64,
 }
 
 impl Stats {
@@ -471,12 +570,14 @@ impl Stats {
                 "faults" => &mut s.faults,
                 "mappings" => &mut s.mappings,
                 "opens" => &mut s.opens,
+                "pages_mapped" => &mut s.pages_mapped,
+                "fault_around" => &mut s.fault_around,
                 _ => return Err(bad()),
             };
             *slot = value;
             seen += 1;
         }
-        if seen != 4 {
+        if seen != 6 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "stats lacks a key",
@@ -547,14 +648,17 @@ mod tests {
 
     #[test]
     fn stats_parse() {
-        let s = Stats::parse("pages: 16\nfaults: 3\nmappings: 1\nopens: 2\n").unwrap();
+        let text =
+            "pages: 16\nfaults: 3\nmappings: 1\nopens: 2\npages_mapped: 5\nfault_around: 4\n";
         assert_eq!(
-            s,
+            Stats::parse(text).unwrap(),
             Stats {
                 pages: 16,
                 faults: 3,
                 mappings: 1,
-                opens: 2
+                opens: 2,
+                pages_mapped: 5,
+                fault_around: 4,
             }
         );
         assert!(Stats::parse("pages: 16\n").is_err());
