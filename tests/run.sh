@@ -148,6 +148,16 @@ param_pages_not_a_number() {
     ! insmod mapdrv.ko pages=many 2>/dev/null || fail "insmod pages=many succeeded" || return 1
     ! loaded || fail "loaded with pages=many" || return 1
 }
+param_fault_around_zero() { refused EINVAL "mapdrv: fault_around=0 is not a power of two in 1..=512" fault_around=0; }
+param_fault_around_not_power_of_two() { refused EINVAL "mapdrv: fault_around=12 is not a power of two in 1..=512" fault_around=12; }
+param_fault_around_too_big() { refused EINVAL "mapdrv: fault_around=1024 is not a power of two in 1..=512" fault_around=1024; }
+param_fault_around_logged() {
+    insmod mapdrv.ko fault_around=16 || fail "insmod fault_around=16 failed" || return 1
+    lastlog | grep -q "mapdrv: fault-around: up to 16 pages mapped per fault$" \
+        || fail "load message: '$(lastlog)'" || return 1
+    grep -q '^fault_around: 16$' /sys/kernel/debug/mapdrv/stats || fail "stats: $(cat /sys/kernel/debug/mapdrv/stats)" || return 1
+    rmmod mapdrv || fail "rmmod failed" || return 1
+}
 param_major_busy() { refused EBUSY "mapdrv: major 1 is already in use" major=1; }
 param_major_too_big() { refused EINVAL "mapdrv: major=512 out of range 0..=511" major=512; }
 
@@ -312,10 +322,12 @@ kmemleak_clean() {
     ! echo "$leaks" | grep -q mapdrv || fail "kmemleak: $(echo "$leaks" | grep -m 1 -B 12 mapdrv | head -n 1) ... (mapdrv in a backtrace)" || return 1
 }
 
-mapstress_run() { # name, mapstress arguments...
+mapstress_run() { # name, module arguments, mapstress arguments...
     name=$1
-    shift
-    insmod mapdrv.ko pages="${STRESS_PAGES:-64}" || { notok "$name" "insmod failed"; return; }
+    modargs=$2
+    shift 2
+    # shellcheck disable=SC2086 # the module arguments are words
+    insmod mapdrv.ko pages="${STRESS_PAGES:-64}" $modargs || { notok "$name" "insmod failed"; return; }
     ./mapstress "$@" > "/tmp/$name.out" 2>&1
     rc=$?
     result=$(grep '^RESULT: ' "/tmp/$name.out" | tail -n 1)
@@ -507,10 +519,12 @@ kobject_release_clean() {
     echo "$err" | grep -q 'No such device or address' || fail "stale node: '$err', expected ENXIO" || return 1
 }
 
-device_contract() {
+device_contract() { # module arguments, mapcheck arguments
     # Not a test itself: runs /mapcheck and numbers its lines into ours.
-    insmod mapdrv.ko || { notok mapcheck "insmod failed"; return; }
-    /mapcheck > /tmp/mapcheck.out 2>&1
+    # shellcheck disable=SC2086 # the arguments are words
+    insmod mapdrv.ko $1 || { notok mapcheck "insmod $1 failed"; return; }
+    # shellcheck disable=SC2086
+    /mapcheck $2 > /tmp/mapcheck.out 2>&1
     rc=$?
     while IFS= read -r line; do
         case $line in
@@ -533,6 +547,10 @@ t maptest_options
 t param_pages_zero
 t param_pages_too_big
 t param_pages_not_a_number
+t param_fault_around_zero
+t param_fault_around_not_power_of_two
+t param_fault_around_too_big
+t param_fault_around_logged
 t param_major_busy
 t param_major_too_big
 t param_major_fixed
@@ -548,9 +566,13 @@ t fragmented_buffer_is_scattered
 want kunit_results && kunit_results
 want doctest_results && doctest_results
 t kobject_release_clean
-want device_contract && device_contract
-want stress && mapstress_run stress stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
-want fuzz && mapstress_run fuzz fuzz --iterations "${FUZZ_ITERATIONS:-20000}"
+want device_contract && device_contract "" ""
+# The same driver mapping 16 pages per fault: which pages each fault maps.
+want fault_around && device_contract "pages=64 fault_around=16" --fault-around
+want stress && mapstress_run stress "" stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
+want fuzz && mapstress_run fuzz "" fuzz --iterations "${FUZZ_ITERATIONS:-20000}"
+want stress && mapstress_run stress_fault_around fault_around=16 stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
+want fuzz && mapstress_run fuzz_fault_around fault_around=16 fuzz --iterations "${FUZZ_ITERATIONS:-20000}" --seed 7
 t sigkill_with_mappings
 t memory_pressure
 t unprivileged_sees_no_addresses

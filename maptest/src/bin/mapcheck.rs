@@ -47,17 +47,19 @@ const HELP: &str = "\
 mapcheck: the test suite of the mapdrv driver (run as root, module loaded)
 
 USAGE:
-    mapcheck [--device PATH] [--list] [NAME...]
+    mapcheck [--device PATH] [--list] [--fault-around] [NAME...]
 
 Runs every test, or only the NAMEs given, one after the other, and prints
 `ok - NAME` or `not ok - NAME: REASON` for each. Exits with status 0 if all
 passed, 1 if any failed, 2 on a usage error.
 
 OPTIONS:
-    --device PATH  the device node to test (default /dev/mapdrv); the
-                   dev_node and unprivileged_eacces tests always check
-                   /dev/mapdrv itself
-    --list         print the names of the tests and exit
+    --device PATH   the device node to test (default /dev/mapdrv); the
+                    dev_node and unprivileged_eacces tests always check
+                    /dev/mapdrv itself
+    --fault-around  run the fault-around tests instead, for the module loaded
+                    with fault_around=16 and at least 64 pages
+    --list          print the names of the tests and exit
     -h, --help     print this help
 ";
 
@@ -114,6 +116,10 @@ macro_rules! tests {
     (@flag) => { false };
 }
 
+// The fault-around tests (`--fault-around`), in a file of their own.
+#[path = "mapcheck/fault_around.rs"]
+mod fault_around;
+
 const TESTS: &[Test] = tests![
     // The device node, the debugfs file.
     dev_node,
@@ -151,6 +157,7 @@ const TESTS: &[Test] = tests![
     map_populate,
     demand_paging_mincore,
     demand_paging_faults,
+    faults_under_vma_lock,
     counter_opens,
     counter_mappings,
     counter_mappings_fork,
@@ -762,9 +769,16 @@ struct Want {
     faults: Option<i64>,
     mappings: Option<i64>,
     opens: Option<i64>,
+    pages_mapped: Option<i64>,
 }
 
 impl Want {
+    fn pages_mapped(self, delta: usize) -> Self {
+        Want {
+            pages_mapped: Some(delta as i64),
+            ..self
+        }
+    }
     fn faults(self, delta: usize) -> Self {
         Want {
             faults: Some(delta as i64),
@@ -792,6 +806,12 @@ fn expect_counts(when: &str, base: &Stats, want: Want) -> TestResult {
         ("faults", base.faults, now.faults, want.faults),
         ("mappings", base.mappings, now.mappings, want.mappings),
         ("opens", base.opens, now.opens, want.opens),
+        (
+            "pages_mapped",
+            base.pages_mapped,
+            now.pages_mapped,
+            want.pages_mapped,
+        ),
     ];
     let bad: Vec<String> = checks
         .iter()
@@ -1830,27 +1850,73 @@ fn demand_paging_mincore(ctx: &Ctx) -> TestResult {
     )
 }
 
-/// mmap faults nothing; each first touch of a page counts one fault, later touches none.
+/// mmap faults nothing; each first touch of a page counts one fault, and maps one page,
+/// later touches none.
 fn demand_paging_faults(ctx: &Ctx) -> TestResult {
     let f = ctx.open(false)?;
     let base = read_stats()?;
+    ensure!(
+        base.fault_around == 1,
+        "the module maps {} pages per fault; these tests need fault_around=1",
+        base.fault_around
+    );
     let m = ctx.map(&f, 0, ctx.pages, RO)?;
-    expect_counts("right after mmap", &base, Want::default().faults(0))?;
+    expect_counts(
+        "right after mmap",
+        &base,
+        Want::default().faults(0).pages_mapped(0),
+    )?;
     for (i, k) in touch_order(ctx.pages).into_iter().enumerate() {
         m.read(page(k) + 3);
         expect_counts(
             &format!("after the first touch of page {k}"),
             &base,
-            Want::default().faults(i + 1),
+            Want::default().faults(i + 1).pages_mapped(i + 1),
         )?;
         m.read(page(k) + PAGE_SIZE - 1);
         m.read(page(k) + 3);
         expect_counts(
             &format!("after touching page {k} again"),
             &base,
-            Want::default().faults(i + 1),
+            Want::default().faults(i + 1).pages_mapped(i + 1),
         )?;
     }
+    Ok(())
+}
+
+/// A `/proc/vmstat` counter.
+fn vmstat(name: &str) -> Result<Option<u64>, String> {
+    let text = fs::read_to_string("/proc/vmstat").or_fail("reading /proc/vmstat")?;
+    Ok(text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok())?
+    }))
+}
+
+/// The faults are served under the per-VMA lock: none is refused there and retried under
+/// `mmap_lock` (the driver's VMA operations have `map_pages`, see rust/vm_ops.rs).
+fn faults_under_vma_lock(ctx: &Ctx) -> TestResult {
+    let (Some(retry0), Some(ok0)) = (vmstat("vma_lock_retry")?, vmstat("vma_lock_success")?) else {
+        eprintln!("faults_under_vma_lock: skipped, the kernel has no CONFIG_PER_VMA_LOCK_STATS");
+        return Ok(());
+    };
+    let f = ctx.open(false)?;
+    let m = ctx.map(&f, 0, ctx.pages, RO)?;
+    for k in 0..ctx.pages {
+        m.read(page(k));
+    }
+    let retry = vmstat("vma_lock_retry")?.unwrap_or(0) - retry0;
+    let ok = vmstat("vma_lock_success")?.unwrap_or(0) - ok0;
+    ensure!(
+        retry == 0,
+        "{retry} of {} first touches were refused under the VMA lock and retried under mmap_lock",
+        ctx.pages
+    );
+    ensure!(
+        ok >= ctx.pages as u64,
+        "only {ok} faults were served under the VMA lock, for {} first touches",
+        ctx.pages
+    );
     Ok(())
 }
 
@@ -2110,6 +2176,7 @@ fn concurrent_faults(ctx: &Ctx) -> TestResult {
 struct Args {
     device: String,
     list: bool,
+    fault_around: bool,
     names: Vec<String>,
 }
 
@@ -2117,6 +2184,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         device: DEV_NODE.to_owned(),
         list: false,
+        fault_around: false,
         names: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -2127,11 +2195,12 @@ fn parse_args() -> Result<Args, String> {
                 std::process::exit(0);
             }
             "--list" => args.list = true,
+            "--fault-around" => args.fault_around = true,
             "--device" => args.device = it.next().ok_or("--device needs a path")?,
             s if s.starts_with("--device=") => args.device = s["--device=".len()..].to_owned(),
             s if s.starts_with('-') => return Err(format!("unknown option {s} (see --help)")),
             s => {
-                if !TESTS.iter().any(|t| t.name == s) {
+                if !TESTS.iter().chain(fault_around::TESTS).any(|t| t.name == s) {
                     return Err(format!("no test named {s:?} (see --list)"));
                 }
                 args.names.push(s.to_owned());
@@ -2197,8 +2266,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tests = if args.fault_around {
+        fault_around::TESTS
+    } else {
+        TESTS
+    };
     if args.list {
-        for t in TESTS {
+        for t in tests {
             println!("{}", t.name);
         }
         return ExitCode::SUCCESS;
@@ -2211,7 +2285,7 @@ fn main() -> ExitCode {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
 
     let ctx = Ctx::new(&args.device);
-    let selected = TESTS
+    let selected = tests
         .iter()
         .filter(|t| args.names.is_empty() || args.names.iter().any(|n| n == t.name));
     let mut failed = 0;
