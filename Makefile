@@ -5,6 +5,11 @@
 #                          through the lesson (insmod, mknod, maptest, rmmod)
 #   make test              build the debug kernel if missing, run every test
 #                          in the guest; ends with `N passed, M failed`
+#   make bench             the benchmark: mapdrv's fault path against the
+#                          kernel's own and a C twin, on the plain guest;
+#                          writes bench/results/ (see BENCHMARKS.md);
+#                          ICOUNT=1 for repeatable instruction-counted
+#                          figures, SMOKE=1 for a seconds-long check
 #   make lint              CLIPPY=1 and rustfmt for the module, examples and
 #                          patches/ of the abstractions, cargo fmt/clippy for
 #                          maptest/, shellcheck (CI runs it before make test)
@@ -45,7 +50,7 @@ endif
 endif
 endif
 
-.PHONY: all modules rust-analyzer install run test lint docs patches deps kernel kernel-debug maptest clean help
+.PHONY: all modules rust-analyzer install run test bench lint docs patches deps kernel kernel-debug maptest clean help
 
 all: modules
 
@@ -86,6 +91,9 @@ run:
 
 test:
 	@scripts/test
+
+bench:
+	@scripts/bench $(if $(filter 1,$(ICOUNT)),--icount) $(if $(filter 1,$(SMOKE)),--smoke)
 
 lint:
 	@scripts/lint

@@ -52,9 +52,15 @@ grep -q '^vma_lock_retry ' /proc/vmstat || fail "/proc/vmstat has no vma_lock_re
 /bin/insmod /mapdrv.ko pages="$big" fault_around=1 || fail "insmod mapdrv.ko"
 echo "bench: loaded mapdrv (fault_around=1) and its C twin, $big pages each"
 
-# 1. First touch, one page per fault: mapdrv, its C twin, anonymous memory.
-# mapbench counts the VMA-lock retries during mapdrv's touches, and the
-# driver its faults.
+# 1. First touch, one page per fault: mapdrv, its C twin, anonymous memory,
+# and a tmpfs file already in the page cache (the kernel's own file fault),
+# with the kernel's fault-around off (fault_around_bytes = one page) and on
+# (its default, 64 KiB: 16 pages per fault). mapbench counts the VMA-lock
+# retries during mapdrv's touches, and the driver its faults.
+far=/sys/kernel/debug/fault_around_bytes
+[ -w $far ] || fail "no $far (CONFIG_DEBUG_FS)"
+far_default=$(cat $far)
+/mapbench make-file --file /tmp/bench.dat --bytes "$bytes" > /dev/null || fail "make-file"
 i=0
 f0=$(stat faults)
 while [ $i -lt "$rounds" ]; do
@@ -65,11 +71,15 @@ while [ $i -lt "$rounds" ]; do
     measure touch --name populate_ns_per_page --file /dev/mapdrv --pages "$n" --populate
     measure touch --name cref_eager_ns_per_page --file /dev/mapdrv_cref_eager --pages "$n" --eager
     measure touch --name fault_2thread_ns_per_page --file /dev/mapdrv --pages "$n" --threads 2
+    echo 4096 > $far
+    measure touch --name tmpfs_fault_ns_per_page --file /tmp/bench.dat --pages "$n"
+    echo "$far_default" > $far
+    measure touch --name tmpfs_faultaround16_ns_per_page --file /tmp/bench.dat --pages "$n"
     i=$((i + 1))
 done
 report fault_ns_per_page cref_fault_ns_per_page anon_read_fault_ns_per_page \
     anon_write_fault_ns_per_page populate_ns_per_page cref_eager_ns_per_page \
-    fault_2thread_ns_per_page
+    fault_2thread_ns_per_page tmpfs_fault_ns_per_page tmpfs_faultaround16_ns_per_page
 # The touches of fault_ns_per_page were rounds * n faults (the driver counted
 # them, among the others of this group).
 touched=$((rounds * n))
@@ -97,7 +107,6 @@ done
 
 # 3. Reading memory that is mapped: through mapdrv's mapping and anonymous
 # memory; read(2) of the device and of a tmpfs file of the same size.
-/mapbench make-file --file /tmp/bench.dat --bytes "$bytes" > /dev/null || fail "make-file"
 i=0
 while [ $i -lt "$rounds" ]; do
     measure read --name read_gbps --file /dev/mapdrv --pages "$n"

@@ -19,6 +19,13 @@ function target(name, text, value, limit, le,    ok) {
     if (ok) met++; else missed++
 }
 
+# other(NAME, TEXT, VALUE): a ratio reported without a target.
+function other(name, text, value) {
+    if (value < 0) return
+    printf "  %-44s %8.3f\n", text, value
+    r[name] = value; rorder[++rn] = name
+}
+
 END {
     printf "\nFigures (medians; ns per page of first touch, GB/s of reads):\n"
     for (i = 1; i <= n; i++) printf "  %-44s %12.3f\n", order[i], v[order[i]]
@@ -37,6 +44,12 @@ END {
     target("vma_lock_retry_per_fault", "6. vma_lock_retry per fault", has("vma_lock_retry_per_fault") ? v["vma_lock_retry_per_fault"] : -1, 0, 1)
     target("fault_big_vs_256", "6. fault at " big " / at 256 pages", ratio("fault_ns_per_page_" big, "fault_ns_per_page_256"), 1.2, 1)
     printf "\n%d of %d targets met%s\n", met, met + missed + missing, missing ? ", " missing " without figures" : ""
+
+    printf "\nAgainst the kernel's own file fault (a tmpfs file in the page cache; not targets):\n"
+    other("fault_vs_tmpfs_fault", "fault / tmpfs_fault (fault_around_bytes=4096)", ratio("fault_ns_per_page", "tmpfs_fault_ns_per_page"))
+    other("cref_fault_vs_tmpfs_fault", "cref_fault / tmpfs_fault", ratio("cref_fault_ns_per_page", "tmpfs_fault_ns_per_page"))
+    other("faultaround16_vs_tmpfs_faultaround16", "faultaround16 / tmpfs_faultaround16 (64 KiB)", ratio("faultaround16_ns_per_page", "tmpfs_faultaround16_ns_per_page"))
+    other("tmpfs_fault_vs_anon_read", "tmpfs_fault / anon_read_fault", ratio("tmpfs_fault_ns_per_page", "anon_read_fault_ns_per_page"))
 
     printf "{\n"
     printf "  \"kernel\": \"%s\",\n  \"mode\": \"%s\",\n  \"date\": \"%s\",\n", kernel, mode, date

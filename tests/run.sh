@@ -74,11 +74,11 @@ modinfo_complete() {
     for field in description author license; do
         echo "$out" | grep -qE "^$field: +[^ ]" || fail "no $field in modinfo" || return 1
     done
-    for param in pages major; do
+    for param in pages major fault_around; do
         echo "$out" | grep -qE "^parm: +$param:[A-Za-z]" || fail "parameter $param has no description" || return 1
     done
     # And no parameter that the test above does not know about.
-    [ "$(echo "$out" | grep -c '^parm:')" = 2 ] || fail "parameters: $(echo "$out" | grep '^parm:' | tr '\n' ' ')" || return 1
+    [ "$(echo "$out" | grep -c '^parm:')" = 3 ] || fail "parameters: $(echo "$out" | grep '^parm:' | tr '\n' ' ')" || return 1
 }
 
 guest_is_smp() {
