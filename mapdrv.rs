@@ -185,6 +185,7 @@ impl CpuCounter {
         Ok(CpuCounter(slots))
     }
 
+    #[inline]
     fn add(&self, n: u64) {
         // The task may move to another CPU meanwhile; the add stays atomic, and it is rare.
         let cpu = cpu::CpuId::current().as_u32() as usize;
@@ -415,26 +416,40 @@ impl VmOperations for Shared {
     /// `MADV_DONTNEED`): find that page of the buffer through the kernel page tables (step 2)
     /// and map it at the faulting address; with `fault_around` > 1, map the block of pages
     /// around it too.
+    #[inline]
     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+        if this.fault_around > 1 {
+            return this.fault_around(vmf);
+        }
         // `pgoff` counts from the start of the buffer: the mapping's offset plus the page's
         // index in the mapping. `mmap` checked the range, but a fault past the end (after a
         // shrinking mremap(), say) must still not reach beyond the buffer.
-        let mapped = if this.fault_around == 1 {
-            let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
-            vmf.insert_page(&page)?
-        } else {
-            // The window stays inside the VMA, its page table and the buffer; for a write to
-            // a private mapping it is the faulting page alone.
-            let window = vmf.window(this.fault_around, this.buffer.pages());
-            vmf.insert_pages(&window, |i| this.buffer.page(i))?
-        };
-        // The faulting page, if this fault mapped it, and the neighbours mapped with it.
-        let neighbours = mapped.pages() - usize::from(mapped.was_new());
+        let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
+        let mapped = vmf.insert_page(&page)?;
+        // Not counted if another thread's fault mapped the page first.
         if mapped.was_new() {
             this.stats.faults.add(1);
         }
+        Ok(mapped)
+    }
+}
+
+impl Shared {
+    /// The fault handler with `fault_around` > 1: maps the faulting page and the pages of its
+    /// aligned block. (Apart, so that the one-page fault above stays small.)
+    #[inline(never)]
+    fn fault_around<'f>(&self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+        // The window stays inside the VMA, its page table and the buffer; for a write to a
+        // private mapping it is the faulting page alone.
+        let window = vmf.window(self.fault_around, self.buffer.pages());
+        let mapped = vmf.insert_pages(&window, |i| self.buffer.page(i))?;
+        // The faulting page, if this fault mapped it, and the neighbours mapped with it.
+        let neighbours = mapped.pages() - usize::from(mapped.was_new());
+        if mapped.was_new() {
+            self.stats.faults.add(1);
+        }
         if neighbours > 0 {
-            this.stats.neighbours.add(neighbours as u64);
+            self.stats.neighbours.add(neighbours as u64);
         }
         Ok(mapped)
     }

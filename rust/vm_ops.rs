@@ -334,6 +334,7 @@ impl VmFault {
     ///     vmf.insert_page(&page)
     /// }
     /// ```
+    #[inline]
     pub fn insert_page(&self, page: &Page) -> Result<Mapped<'_>, FaultError> {
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);

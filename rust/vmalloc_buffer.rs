@@ -122,6 +122,7 @@ impl VmallocBuffer {
 
     /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
     /// page tables, or `None` past the end.
+    #[inline]
     pub fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
         if index >= self.pages {
             return None;
