@@ -51,6 +51,9 @@ mod vm_ops;
 #[allow(unreachable_pub)]
 #[path = "rust/vmalloc_buffer.rs"]
 mod vmalloc_buffer;
+#[allow(unreachable_pub)]
+#[path = "rust/zones.rs"]
+mod zones;
 
 use chrdev::{CharDevice, Options, Registration};
 use pagewalk::Level;
@@ -238,7 +241,8 @@ fn check_page_walks(buffer: &VmallocBuffer) -> Result {
 }
 
 /// The contents of `/sys/kernel/debug/mapdrv/pagewalk`: a header naming the paging mode, then
-/// one line per buffer page with each level's index and entry, and where the walk led.
+/// one line per buffer page with each level's index and entry, where the walk led, and the node
+/// and zone of the frame.
 fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let Some(mode) = pagewalk::paging_mode() else {
         return writeln!(f, "# mapdrv page walk: not available on this architecture");
@@ -258,7 +262,7 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
                         None => write!(f, " {}=folded", level.name())?,
                     }
                 }
-                writeln!(
+                write!(
                     f,
                     " pfn={:#x} phys={:#x} struct_page={:#x} directmap={:#x}",
                     t.pfn(),
@@ -266,6 +270,11 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
                     t.page_ptr(),
                     t.direct_map_addr()
                 )?;
+                // The node and zone of the frame: which part of physical memory it is in.
+                match zones::zone_of_pfn(t.pfn()) {
+                    Some(z) => writeln!(f, " node={} zone={}", z.node, z.name)?,
+                    None => writeln!(f, " node=? zone=?")?,
+                }
             }
             Err(e) => writeln!(f, " error={e:?}")?,
         }

@@ -19,12 +19,26 @@ exec 3> /tmp/fragment
 until grep -q ready /tmp/fragment.out; do sleep 0.1; done
 run "cat /tmp/fragment.out"
 
+explain "The page allocator (the buddy allocator) keeps free memory per zone in blocks" \
+        "of 2^order pages; /proc/buddyinfo counts the free blocks of order 0 (one page)" \
+        "to 10 (4 MiB), one column per order. Now, before loading the driver:"
+run "cat /proc/buddyinfo | tee /tmp/buddyinfo.before"
+
 explain "Load the driver with a 128 MiB buffer, more than the margin's large blocks. It" \
         "vmallocs it (virtually contiguous, physically scattered pages), fills it, and" \
         "registers a character device."
 run taskset 1 /bin/insmod mapdrv.ko pages=32768
+# With free memory in single pages, a new process could not get its kernel
+# stack (4 pages in a row): the shell's own builtins copy buddyinfo, no fork.
+while IFS= read -r line; do echo "$line"; done < /proc/buddyinfo > /tmp/buddyinfo.after
 exec 3>&-   # the fragmenter exits and gives its memory back
 wait
+
+explain "After the load, and the change per order (after minus before): vmalloc took" \
+        "the largest blocks first, then single pages from all over memory (a block split" \
+        "in two shows as smaller ones gained)."
+run "cat /tmp/buddyinfo.after"
+run "awk 'NR == FNR { for (i = 5; i <= NF; i++) b[\$4, i] = \$i; next } { printf \"zone %-6s\", \$4; for (i = 5; i <= NF; i++) printf \" %+6d\", \$i - b[\$4, i]; print \"\" }' /tmp/buddyinfo.before /tmp/buddyinfo.after"
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
 
 explain "The kernel gave the device a major number:"

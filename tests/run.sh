@@ -389,6 +389,44 @@ pagewalk_levels() {
         || fail "no pfn/phys/struct_page/directmap: $line" || return 1
 }
 
+pagewalk_zones() {
+    # Every page's zone, as the driver names it, is the zone of /proc/zoneinfo
+    # whose span (start_pfn, spanned) holds its frame; maptest walk counts them.
+    insmod mapdrv.ko pages=4096 || return 1
+    bad=$(awk '
+        function hex(s,    n, i, c) {
+            n = 0; s = tolower(substr(s, 3))
+            for (i = 1; i <= length(s); i++) { c = index("0123456789abcdef", substr(s, i, 1)) - 1; n = n * 16 + c }
+            return n
+        }
+        FNR == NR {
+            if ($1 == "Node") { z = $4 }
+            else if ($1 == "spanned") { span[z] = $2 }
+            else if ($1 == "start_pfn:") { start[z] = $2 }
+            next
+        }
+        /^page=/ {
+            pfn = ""; zone = ""; node = ""
+            for (i = 1; i <= NF; i++) {
+                if ($i ~ /^pfn=/) pfn = hex(substr($i, 5))
+                if ($i ~ /^zone=/) zone = substr($i, 6)
+                if ($i ~ /^node=/) node = substr($i, 6)
+            }
+            if (node != "0" || !(zone in span) || pfn < start[zone] || pfn >= start[zone] + span[zone]) {
+                print $1 " pfn=" pfn " node=" node " zone=" zone; exit
+            }
+            seen++
+        }
+        END { if (seen != 4096 && !bad) print "only " seen " rows checked" }
+    ' /proc/zoneinfo /sys/kernel/debug/mapdrv/pagewalk)
+    [ -z "$bad" ] || fail "a page outside the zone named for it (or none): $bad" || return 1
+    zones=$(./maptest walk --rows 0 | sed -n 's/^Zones (node 0): //p')
+    [ -n "$zones" ] || fail "maptest walk names no zones" || return 1
+    total=$(echo "$zones" | tr ',' '\n' | awk '{ n += $1 } END { print n }')
+    [ "$total" = 4096 ] || fail "maptest walk: zones '$zones' add up to $total pages, not 4096" || return 1
+    rmmod mapdrv || return 1
+}
+
 fragmented_buffer_is_scattered() {
     # The lesson's key fact, made visible as `make run` does: with free memory
     # fragmented (maptest fragment all: a margin of large blocks, 24 MiB and
@@ -561,6 +599,7 @@ t rmmod_refused_while_mapped
 t reload_cycles
 t pagewalk_matches_kernel
 t pagewalk_levels
+t pagewalk_zones
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
 want kunit_results && kunit_results

@@ -25,6 +25,9 @@ pub struct Row {
     pub phys: u64,
     pub page_struct: u64,
     pub direct_map: u64,
+    /// The node and zone of the frame (`None`: the driver could not tell).
+    pub node: Option<u32>,
+    pub zone: Option<String>,
 }
 
 /// The whole file: the paging mode named in the header, and the rows.
@@ -99,6 +102,8 @@ fn parse_row(line: &str) -> Result<Row, String> {
         phys: hex(get("phys")?)?,
         page_struct: hex(get("struct_page")?)?,
         direct_map: hex(get("directmap")?)?,
+        node: get("node")?.parse().ok(),
+        zone: Some(get("zone")?).filter(|z| *z != "?").map(str::to_owned),
     })
 }
 
@@ -139,6 +144,19 @@ impl PageWalk {
         }
     }
 
+    /// Pages per zone, in the order the zones first appear: `[("DMA32", 30000), ...]`.
+    pub fn zones(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for row in &self.rows {
+            let zone = row.zone.clone().unwrap_or_else(|| "?".to_owned());
+            match counts.iter_mut().find(|(z, _)| *z == zone) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((zone, 1)),
+            }
+        }
+        counts
+    }
+
     /// Renders the table and the explanation for a person; at most `max_rows` rows.
     pub fn render(&self, max_rows: usize) -> String {
         let mut out = String::new();
@@ -158,7 +176,8 @@ impl PageWalk {
              these rows were walked by hand, level by level, and checked against it. Flags: \
              P present, W writable, U user (the upper levels allow it, the PTE decides), NX \
              not executable, G global. The direct map is the kernel's linear map of all RAM: \
-             the same physical page at a second kernel address.",
+             the same physical page at a second kernel address. The zone is the part of \
+             physical memory the frame is in (DMA32: below 4 GiB; Normal: above).",
             if five { "the P4D, " } else { "" }
         );
         out.push_str(&wrap(&explanation, 78));
@@ -172,7 +191,7 @@ impl PageWalk {
         }
         let _ = write!(
             header,
-            "  {:<12}  {:>10}  {:<14}  {:<18}",
+            "  {:<12}  {:>10}  {:<14}  {:<18}  zone",
             "PTE flags", "pfn", "physical", "direct map"
         );
         let _ = writeln!(out, "{header}");
@@ -195,8 +214,12 @@ impl PageWalk {
                 .unwrap_or("");
             let _ = write!(
                 line,
-                "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}",
-                flags, row.pfn, row.phys, row.direct_map
+                "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}  {}",
+                flags,
+                row.pfn,
+                row.phys,
+                row.direct_map,
+                row.zone.as_deref().unwrap_or("?")
             );
             let _ = writeln!(out, "{line}");
         }
@@ -220,6 +243,16 @@ impl PageWalk {
             n.saturating_sub(1)
         );
         out.push_str(&wrap(&summary, 78));
+        let zones: Vec<String> = self
+            .zones()
+            .iter()
+            .map(|(z, n)| format!("{n} in {z}"))
+            .collect();
+        let node = match self.rows.first().and_then(|r| r.node) {
+            Some(n) => format!("node {n}"),
+            None => "an unknown node".to_owned(),
+        };
+        out.push_str(&wrap(&format!("Zones ({node}): {}.", zones.join(", ")), 78));
         let moral = if self.breaks() == 0 {
             "This time the buffer fits in one free block of neighbouring frames (common on a \
              freshly booted machine: vmalloc asks the page allocator for the largest free \
@@ -265,9 +298,9 @@ mod tests {
 
     const SAMPLE: &str = "# mapdrv page walk: x86_64, 5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)
 # pages: 3
-page=0 vaddr=0xffa00000000ed000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[237]=0x80000000008d0163(P,W,NX,G) pfn=0x8d0 phys=0x8d0000 struct_page=0xffd4000000023400 directmap=0xff110000008d0000
-page=1 vaddr=0xffa00000000ee000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[238]=0x80000000008d1163(P,W,NX,G) pfn=0x8d1 phys=0x8d1000 struct_page=0xffd4000000023440 directmap=0xff110000008d1000
-page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[239]=0x8000000000a00163(P,W,NX,G) pfn=0xa00 phys=0xa00000 struct_page=0xffd4000000028000 directmap=0xff11000000a00000
+page=0 vaddr=0xffa00000000ed000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[237]=0x80000000008d0163(P,W,NX,G) pfn=0x8d0 phys=0x8d0000 struct_page=0xffd4000000023400 directmap=0xff110000008d0000 node=0 zone=DMA32
+page=1 vaddr=0xffa00000000ee000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[238]=0x80000000008d1163(P,W,NX,G) pfn=0x8d1 phys=0x8d1000 struct_page=0xffd4000000023440 directmap=0xff110000008d1000 node=0 zone=DMA32
+page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[239]=0x8000000000a00163(P,W,NX,G) pfn=0xa00 phys=0xa00000 struct_page=0xffd4000000028000 directmap=0xff11000000a00000 node=0 zone=Normal
 ";
 
     #[test]
@@ -280,8 +313,14 @@ page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x0000
         assert_eq!(w.rows[0].levels["pte"].as_ref().unwrap().flags, "P,W,NX,G");
         assert_eq!(w.breaks(), 1);
         assert_eq!(w.runs(), 2);
+        assert_eq!(w.rows[0].node, Some(0));
+        assert_eq!(
+            w.zones(),
+            vec![("DMA32".to_owned(), 2), ("Normal".to_owned(), 1)]
+        );
         let text = w.render(10);
         assert!(text.contains("3 virtually consecutive pages"));
+        assert!(text.contains("Zones (node 0): 2 in DMA32, 1 in Normal."));
         assert!(
             text.contains("2 physically\ncontiguous run(s)")
                 || text.contains("2 physically contiguous run(s)")
