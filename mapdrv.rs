@@ -20,8 +20,10 @@
 //!    of N pages around the faulting one in the same fault, as the kernel does for files.
 //!
 //! Contents: the byte at offset `off` is `off % 251`, except that page `i` of `n` begins with
-//! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`, and
-//! step 2 done by hand for every page, level by level, in `/sys/kernel/debug/mapdrv/pagewalk`.
+//! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`,
+//! step 2 done by hand for every page, level by level, in `/sys/kernel/debug/mapdrv/pagewalk`,
+//! and where each kind of kernel memory lives (the direct map, vmalloc, ...) in
+//! `/sys/kernel/debug/mapdrv/layout`.
 
 use kernel::{
     cpu, debugfs, fmt,
@@ -42,6 +44,9 @@ use kernel::{
 #[allow(unreachable_pub, dead_code)]
 #[path = "rust/chrdev.rs"]
 mod chrdev;
+#[allow(unreachable_pub)]
+#[path = "rust/layout.rs"]
+mod layout;
 #[allow(unreachable_pub)]
 #[path = "rust/pagewalk.rs"]
 mod pagewalk;
@@ -473,6 +478,7 @@ struct MapDrv {
     dev: Registration<MapFile>,
     _stats: Pin<KBox<debugfs::File<Arc<Shared>>>>,
     _pagewalk: Pin<KBox<debugfs::File<Arc<Shared>>>>,
+    _layout: Pin<KBox<debugfs::File<Arc<Shared>>>>,
     _debugfs: debugfs::Dir,
 }
 
@@ -544,6 +550,14 @@ impl kernel::Module for MapDrv {
             GFP_KERNEL,
         )?;
 
+        // Where each kind of kernel memory lives, this allocation among them.
+        let layout = KBox::pin_init(
+            debugfs.read_callback_file(c"layout", shared.clone(), &|s: &Arc<Shared>, f| {
+                layout::show(f, (s.buffer.page_addr(0).unwrap_or(0), s.buffer.len()))
+            }),
+            GFP_KERNEL,
+        )?;
+
         // 3. The device; from here on userspace can open it.
         let opts = Options {
             name: c"mapdrv",
@@ -574,6 +588,7 @@ impl kernel::Module for MapDrv {
             dev,
             _stats: stats,
             _pagewalk: pagewalk,
+            _layout: layout,
             _debugfs: debugfs,
         })
     }

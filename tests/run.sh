@@ -294,6 +294,7 @@ unprivileged_sees_no_addresses() {
         cat /dev/mapdrv >/dev/null 2>&1 && echo "OPENED /dev/mapdrv"
         cat /sys/kernel/debug/mapdrv/stats >/dev/null 2>&1 && echo "READ stats"
         cat /sys/kernel/debug/mapdrv/pagewalk >/dev/null 2>&1 && echo "READ pagewalk"
+        cat /sys/kernel/debug/mapdrv/layout >/dev/null 2>&1 && echo "READ layout"
         cat /proc/devices /proc/modules /sys/class/mapdrv/mapdrv/uevent /sys/class/mapdrv/mapdrv/dev 2>&1
         dmesg 2>/dev/null | grep "mapdrv"
     ' 2>&1)
@@ -424,6 +425,48 @@ pagewalk_zones() {
     [ -n "$zones" ] || fail "maptest walk names no zones" || return 1
     total=$(echo "$zones" | tr ',' '\n' | awk '{ n += $1 } END { print n }')
     [ "$total" = 4096 ] || fail "maptest walk: zones '$zones' add up to $total pages, not 4096" || return 1
+    rmmod mapdrv || return 1
+}
+
+layout_allocations_in_their_regions() {
+    # /sys/kernel/debug/mapdrv/layout: each kind of allocation lies in the
+    # region the lesson says, inside that region's bounds; the direct-map
+    # arithmetic holds; the buffer's first page is the frame pagewalk shows.
+    insmod mapdrv.ko pages=16 || return 1
+    f=/sys/kernel/debug/mapdrv/layout
+    head -n 1 $f | grep -q '^# mapdrv layout: x86_64' || fail "layout header: $(head -n 1 $f)" || return 1
+    for r in direct_map vmalloc vmemmap kernel_image modules; do
+        grep -q "^region $r start=0x" $f || fail "no region $r" || return 1
+    done
+    for want in get_free_page:direct_map kmalloc:direct_map vmalloc:vmalloc mapdrv_buffer:vmalloc \
+                stack_variable:vmalloc module_function:modules kernel_function:kernel_image; do
+        line=$(grep "^alloc ${want%%:*} " $f)
+        echo "$line" | grep -q " region=${want#*:}$" || fail "expected ${want%%:*} in ${want#*:}: $line" || return 1
+        echo "$line" | grep -qE " phys=0x[0-9a-f]+" || fail "no physical address: $line" || return 1
+    done
+    for a in get_free_page kmalloc; do
+        grep "^alloc $a " $f | grep -q ' direct_map_check=ok ' || fail "$a: physical != virtual - base: $(grep "^alloc $a " $f)" || return 1
+    done
+    ksize=$(sed -n 's/^alloc kmalloc .* ksize=\([0-9]*\) .*/\1/p' $f)
+    [ "${ksize:-0}" -ge 100 ] || fail "kmalloc(100): ksize '$ksize'" || return 1
+    # Every address inside its region's bounds (16 hex digits: compared as text).
+    bad=$(awk '
+        function pad(h) { h = substr(h, 3); while (length(h) < 16) h = "0" h; return h }
+        $1 == "region" { for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                         lo[$2] = pad(v["start"]); hi[$2] = pad(v["end"]) }
+        $1 == "alloc" { for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                        a = pad(v["virt"]); r = v["region"]
+                        if (!(r in lo) || a < lo[r] || a >= hi[r]) { print $2 " " v["virt"] " " r; exit } }
+    ' $f)
+    [ -z "$bad" ] || fail "outside the named region: $bad" || return 1
+    walk_phys=$(sed -n 's/^page=0 .* phys=\(0x[0-9a-f]*\) .*/\1/p' /sys/kernel/debug/mapdrv/pagewalk)
+    grep '^alloc mapdrv_buffer ' $f | grep -q " phys=$walk_phys " \
+        || fail "buffer: $(grep '^alloc mapdrv_buffer ' $f), pagewalk page 0 phys=$walk_phys" || return 1
+    out=$(./maptest layout) || fail "maptest layout failed: $out" || return 1
+    echo "$out" | grep -q 'kmalloc(100), [0-9]* bytes really' || fail "maptest layout: no kmalloc line" || return 1
+    # No address of the layout reaches the kernel log.
+    virt=$(sed -n 's/^alloc get_free_page virt=0x\([0-9a-f]*\) .*/\1/p' $f)
+    ! dmesg | grep -qi "$virt" || fail "an address of the layout is in the kernel log" || return 1
     rmmod mapdrv || return 1
 }
 
@@ -600,6 +643,7 @@ t reload_cycles
 t pagewalk_matches_kernel
 t pagewalk_levels
 t pagewalk_zones
+t layout_allocations_in_their_regions
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
 want kunit_results && kunit_results

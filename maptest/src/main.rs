@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use maptest::{buffer_size, is_char_device, Expected, MapOptions, Mapping, PAGE_SIZE};
 
+mod layout;
 mod walk;
 
 const HELP: &str = "\
@@ -15,6 +16,7 @@ maptest: map mapdrv's kernel buffer into this process and read it back
 USAGE:
     maptest [OPTIONS] FILE
     maptest walk [--rows N]
+    maptest layout
     maptest fragment MIB|all
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
@@ -34,6 +36,13 @@ the indices of the PGD, P4D, PUD, PMD and PTE entries the kernel's page-table
 walk goes through, the page frame each page lands in, and how scattered the
 frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
 the module loaded; --rows N shows N rows (default 32).
+
+`maptest layout` shows the kernel's virtual address space on this machine: its
+regions (the direct map of all RAM, vmalloc, the struct page array, the kernel
+image, the modules), in address order, and where a live allocation of each
+kind lies in them (__get_free_page, kmalloc(100), vmalloc(1000000), the
+driver's buffer, code, a stack variable), with its physical address. It reads
+/sys/kernel/debug/mapdrv/layout: root and the module loaded.
 
 `maptest fragment MIB|all` fragments free memory on purpose: it takes MIB MiB
 of anonymous memory (`all`: all free memory but a margin of 24 MiB and 1/16 of
@@ -300,6 +309,33 @@ fn write_demo(
     Ok(())
 }
 
+fn layout_main() -> ExitCode {
+    if std::env::args().len() > 2 {
+        eprintln!("maptest: usage: maptest layout");
+        return ExitCode::from(2);
+    }
+    let text = match std::fs::read_to_string(layout::LAYOUT_PATH) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "maptest: {}: {e} (root and a loaded mapdrv needed)",
+                layout::LAYOUT_PATH
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match layout::parse(&text) {
+        Ok(l) => {
+            print!("{}", l.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("maptest: {}: {e}", layout::LAYOUT_PATH);
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn walk_main() -> ExitCode {
     let mut rows = 32;
     let mut it = std::env::args().skip(2);
@@ -444,6 +480,7 @@ fn fragment_main() -> ExitCode {
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("walk") => return walk_main(),
+        Some("layout") => return layout_main(),
         Some("fragment") => return fragment_main(),
         _ => {}
     }

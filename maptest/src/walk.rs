@@ -271,7 +271,7 @@ impl PageWalk {
 }
 
 /// Breaks `text` into lines of at most `width` columns, at spaces.
-fn wrap(text: &str, width: usize) -> String {
+pub fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
