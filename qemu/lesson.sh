@@ -41,6 +41,11 @@ run "cat /tmp/buddyinfo.after"
 run "awk 'NR == FNR { for (i = 5; i <= NF; i++) b[\$4, i] = \$i; next } { printf \"zone %-6s\", \$4; for (i = 5; i <= NF; i++) printf \" %+6d\", \$i - b[\$4, i]; print \"\" }' /tmp/buddyinfo.before /tmp/buddyinfo.after"
 run "dmesg | grep 'mapdrv: [0-9]' | tail -n 1"
 
+explain "First, what a process sees: only virtual addresses, in mappings (VMAs) that" \
+        "the kernel lists in /proc/PID/maps. maptest shows its own, with its code, data," \
+        "heap, stack, allocations and two mappings of the device placed in them."
+run "./maptest maps"
+
 explain "Where kernel memory lives: the regions of the kernel's address space, and a" \
         "live allocation of each kind that the driver makes for the occasion (root only:" \
         "/sys/kernel/debug/mapdrv/layout)."

@@ -470,6 +470,35 @@ layout_allocations_in_their_regions() {
     rmmod mapdrv || return 1
 }
 
+maps_annotated() {
+    # maptest maps: each address it places lies in the /proc/self/maps line it
+    # is shown under, and that line is the right kind of mapping.
+    insmod mapdrv.ko || return 1
+    out=$(./maptest maps) || fail "maptest maps failed: $(echo "$out" | tail -n 1)" || return 1
+    bad=$(echo "$out" | awk '
+        function pad(h) { while (length(h) < 16) h = "0" h; return h }
+        /^[0-9a-f]+-[0-9a-f]+ / { split($1, r, "-"); lo = pad(r[1]); hi = pad(r[2]); perms = $2; off = $3; path = $6; next }
+        /^    \^ 0x/ {
+            a = pad(substr($2, 3)); note = $0
+            if (a < lo || a >= hi) { print "outside its line: " note; exit }
+            if (note ~ /code:/ && !(perms ~ /x/ && path == "/maptest")) { print "code not in maptest text: " perms " " path; exit }
+            if (note ~ /data:/ && !(perms ~ /^rw/ && path == "/maptest")) { print "data not in maptest data: " perms " " path; exit }
+            if (note ~ /heap:/ && path != "[heap]") { print "sbrk page not in [heap]: " path; exit }
+            if (note ~ /stack:/ && path != "[stack]") { print "local not in [stack]: " path; exit }
+            if (note ~ /malloc\(4 MiB\)/ && path != "") { print "large malloc in a file mapping: " path; exit }
+            if (note ~ /MAP_SHARED/ && !(path == "/dev/mapdrv" && perms ~ /s$/ && off == "00000000")) { print "shared: " perms " " off " " path; exit }
+            if (note ~ /MAP_PRIVATE/ && !(path == "/dev/mapdrv" && perms ~ /p$/ && off == "00002000")) { print "private: " perms " " off " " path; exit }
+            seen++
+        }
+        /in no mapping/ { print $0; exit }
+        END { if (seen != 8) print "placed " seen " of 8 addresses" }
+    ')
+    [ -z "$bad" ] || fail "$bad" || return 1
+    echo "$out" | grep -q '\[vdso\]' || fail "no [vdso] line" || return 1
+    echo "$out" | grep -q 'The top of user space' || fail "no top of user space" || return 1
+    rmmod mapdrv || return 1
+}
+
 fragmented_buffer_is_scattered() {
     # The lesson's key fact, made visible as `make run` does: with free memory
     # fragmented (maptest fragment all: a margin of large blocks, 24 MiB and
@@ -644,6 +673,7 @@ t pagewalk_matches_kernel
 t pagewalk_levels
 t pagewalk_zones
 t layout_allocations_in_their_regions
+t maps_annotated
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
 want kunit_results && kunit_results

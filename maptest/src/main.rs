@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use maptest::{buffer_size, is_char_device, Expected, MapOptions, Mapping, PAGE_SIZE};
 
 mod layout;
+mod maps;
 mod walk;
 
 const HELP: &str = "\
@@ -17,6 +18,7 @@ USAGE:
     maptest [OPTIONS] FILE
     maptest walk [--rows N]
     maptest layout
+    maptest maps [FILE]
     maptest fragment MIB|all
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
@@ -43,6 +45,11 @@ image, the modules), in address order, and where a live allocation of each
 kind lies in them (__get_free_page, kmalloc(100), vmalloc(1000000), the
 driver's buffer, code, a stack variable), with its physical address. It reads
 /sys/kernel/debug/mapdrv/layout: root and the module loaded.
+
+`maptest maps [FILE]` shows this process's own memory, /proc/self/maps, with
+what maptest knows the address of placed in it: its code and data, the heap,
+a small and a large malloc, a stack variable, and a shared and a private
+mapping of FILE (default /dev/mapdrv); and where user space ends here.
 
 `maptest fragment MIB|all` fragments free memory on purpose: it takes MIB MiB
 of anonymous memory (`all`: all free memory but a margin of 24 MiB and 1/16 of
@@ -309,6 +316,28 @@ fn write_demo(
     Ok(())
 }
 
+fn maps_main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let device = match args.as_slice() {
+        [] => "/dev/mapdrv",
+        [d] if !d.starts_with('-') => d.as_str(),
+        _ => {
+            eprintln!("maptest: usage: maptest maps [FILE]");
+            return ExitCode::from(2);
+        }
+    };
+    match maps::run(device) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("maptest: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn layout_main() -> ExitCode {
     if std::env::args().len() > 2 {
         eprintln!("maptest: usage: maptest layout");
@@ -481,6 +510,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("walk") => return walk_main(),
         Some("layout") => return layout_main(),
+        Some("maps") => return maps_main(),
         Some("fragment") => return fragment_main(),
         _ => {}
     }
