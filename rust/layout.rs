@@ -106,10 +106,22 @@ pub fn show(f: &mut fmt::Formatter<'_>, buffer: (usize, usize)) -> fmt::Result {
     alloc(f, "mapdrv_buffer", buffer.0, buffer.1, None)?;
     // Code: a function of this module, and one of the kernel.
     alloc(f, "module_function", show as *const () as usize, 0, None)?;
-    alloc(f, "kernel_function", bindings::_printk as *const () as usize, 0, None)?;
+    alloc(
+        f,
+        "kernel_function",
+        bindings::_printk as *const () as usize,
+        0,
+        None,
+    )?;
     // A variable on this task's kernel stack.
     let local = 0u64;
-    alloc(f, "stack_variable", core::ptr::from_ref(&local) as usize, 8, None)
+    alloc(
+        f,
+        "stack_variable",
+        core::ptr::from_ref(&local) as usize,
+        8,
+        None,
+    )
 }
 
 /// One `alloc` line: where `addr` is, virtually and physically.
