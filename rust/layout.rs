@@ -163,14 +163,14 @@ impl FreePage {
         // `__get_free_page(GFP_KERNEL)`.
         // SAFETY: Allocates one page; no other requirement.
         let addr = unsafe { bindings::get_free_pages_noprof(bindings::GFP_KERNEL, 0) };
-        (addr != 0).then_some(FreePage(addr as usize))
+        (addr != 0).then_some(FreePage(addr))
     }
 }
 
 impl Drop for FreePage {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from `__get_free_pages(_, 0)` and is freed once, here.
-        unsafe { bindings::free_pages(self.0 as _, 0) };
+        unsafe { bindings::free_pages(self.0, 0) };
     }
 }
 
@@ -190,9 +190,9 @@ mod arch {
         // end of the direct map's memory, grows only with memory hotplug).
         let (page_offset, vmalloc, vmemmap, high_memory) = unsafe {
             (
-                bindings::page_offset_base as usize,
-                bindings::vmalloc_base as usize,
-                bindings::vmemmap_base as usize,
+                bindings::page_offset_base,
+                bindings::vmalloc_base,
+                bindings::vmemmap_base,
                 bindings::high_memory as usize,
             )
         };
