@@ -19,7 +19,7 @@ USAGE:
     maptest walk [--rows N]
     maptest layout
     maptest maps [FILE]
-    maptest fragment MIB|all
+    maptest fragment MIB|all [--release-after-vmalloc MIB]
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
 `mknod mapfile c MAJOR 0` (MAJOR from /proc/devices).
@@ -59,7 +59,11 @@ other page back to the kernel in a scattered order, prints a line ending in
 memory is then single frames with a taken frame between each two. vmalloc
 asks for the largest free blocks first; once the margin's are used up, a
 vmalloc made meanwhile on the same CPU (run both under `taskset 1`) gets
-single frames from all over memory, which `maptest walk` then shows.
+single frames from all over memory, which `maptest walk` then shows. With
+--release-after-vmalloc MIB it gives all its memory back as soon as vmalloc'ed
+memory has grown by MIB: after a large vmalloc no free block of two pages or
+more is left, and without it the rest of the driver's load could meet the
+OOM killer.
 
 OPTIONS:
     --pages N      map N pages instead of the whole buffer
@@ -407,10 +411,13 @@ fn walk_main() -> ExitCode {
 
 /// A field of `/proc/meminfo`, in MiB.
 fn meminfo_mib(field: &str) -> Option<usize> {
+    Some(meminfo_kib(field)? / 1024)
+}
+
+fn meminfo_kib(field: &str) -> Option<usize> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What `maptest fragment all` leaves free, in MiB: the kernel's watermarks and the free
@@ -423,6 +430,19 @@ fn fragment_margin_mib() -> Option<usize> {
 /// `maptest fragment MIB|all`: see the help text.
 fn fragment_main() -> ExitCode {
     let arg = std::env::args().nth(2);
+    // --release-after-vmalloc MIB: give everything back once vmalloc'ed memory has grown by
+    // MIB (a driver's buffer is allocated), before the rest of its load needs memory.
+    let release_after = match (
+        std::env::args().nth(3).as_deref(),
+        std::env::args().nth(4).map(|v| v.parse::<usize>()),
+    ) {
+        (None, _) => None,
+        (Some("--release-after-vmalloc"), Some(Ok(m))) if m > 0 => Some(m),
+        _ => {
+            eprintln!("maptest: usage: maptest fragment MIB|all [--release-after-vmalloc MIB]");
+            return ExitCode::from(2);
+        }
+    };
     let mib = match arg.as_deref() {
         // All free memory but a margin the kernel keeps for itself (its watermarks).
         Some("all") => match (meminfo_mib("MemFree:"), fragment_margin_mib()) {
@@ -495,6 +515,11 @@ fn fragment_main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let watcher = release_after.map(|mib| {
+        let (addr, len) = (addr as usize, len);
+        let base = meminfo_kib("VmallocUsed:").unwrap_or(0);
+        std::thread::spawn(move || release_after_vmalloc(addr, len, base, mib))
+    });
     println!(
         "fragment: took {} pages, gave back every other one ({}) in a scattered order; \
          holding the rest. ready",
@@ -503,7 +528,42 @@ fn fragment_main() -> ExitCode {
     );
     // Keep the taken pages until told; exiting gives them back.
     let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    drop(watcher);
     ExitCode::SUCCESS
+}
+
+/// Waits until `VmallocUsed` of /proc/meminfo has grown by `mib` MiB from `base` KiB, then
+/// prints /proc/buddyinfo and unmaps the fragmenter's memory, `len` bytes at `addr`.
+///
+/// Why: a large vmalloc takes every free block of two pages or more, and with free memory cut
+/// into single pages the next allocation of two pages in a row (the rest of the driver's load
+/// makes some) finds none. Without compaction (the guest kernels have none) the kernel would
+/// call the OOM killer. vmalloc'ed memory is counted once all its pages are in, and the
+/// driver then fills its buffer before it allocates anything else, which gives this thread,
+/// on another CPU, the time to give the memory back.
+fn release_after_vmalloc(addr: usize, len: usize, base: usize, mib: usize) {
+    // Poll from another CPU than the fragmenter's (and insmod's) CPU 0, if there is one.
+    // SAFETY: `set` is a plain bit set on the stack; sched_setaffinity(0, ...) changes only
+    // this thread's affinity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(1, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    loop {
+        if meminfo_kib("VmallocUsed:").is_some_and(|used| used >= base + (mib << 10)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // What the vmalloc left of the free blocks, before they merge again.
+    let buddyinfo = std::fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+    // SAFETY: The mapping was made by fragment_main(), which does not touch it again; it is
+    // unmapped once, here.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    println!("fragment: vmalloc'ed memory grew by {mib} MiB; /proc/buddyinfo then:");
+    print!("{buddyinfo}");
+    println!("fragment: gave all memory back");
 }
 
 fn main() -> ExitCode {
