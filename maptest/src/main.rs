@@ -541,7 +541,13 @@ fn fragment_main() -> ExitCode {
 /// call the OOM killer. vmalloc'ed memory is counted once all its pages are in, and the
 /// driver then fills its buffer before it allocates anything else, which gives this thread,
 /// on another CPU, the time to give the memory back.
+///
+/// Polling must not need such a block itself: opening a file allocates (a path buffer, and a
+/// page-sized buffer for a /proc file's first read, two pages in a row on a KASAN kernel). So
+/// both files are opened, and read once, before the vmalloc, and then only read again from
+/// the start (`pread`), which reuses the kernel's buffer, into buffers of this thread's own.
 fn release_after_vmalloc(addr: usize, len: usize, base: usize, mib: usize) {
+    use std::os::unix::fs::FileExt;
     // Poll from another CPU than the fragmenter's (and insmod's) CPU 0, if there is one.
     // SAFETY: `set` is a plain bit set on the stack; sched_setaffinity(0, ...) changes only
     // this thread's affinity.
@@ -550,19 +556,33 @@ fn release_after_vmalloc(addr: usize, len: usize, base: usize, mib: usize) {
         libc::CPU_SET(1, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+    let (Ok(meminfo), Ok(buddyinfo)) = (File::open("/proc/meminfo"), File::open("/proc/buddyinfo"))
+    else {
+        eprintln!("maptest: fragment: cannot open /proc/meminfo or /proc/buddyinfo");
+        return;
+    };
+    let mut text = vec![0u8; 16384];
+    let mut buddy = vec![0u8; 16384];
+    // The first reads allocate the kernel's buffers, while there is memory to spare.
+    let _ = buddyinfo.read_at(&mut buddy, 0);
     loop {
-        if meminfo_kib("VmallocUsed:").is_some_and(|used| used >= base + (mib << 10)) {
+        let n = meminfo.read_at(&mut text, 0).unwrap_or(0);
+        let used = std::str::from_utf8(&text[..n]).ok().and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("VmallocUsed:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        });
+        if used.is_some_and(|used| used >= base + (mib << 10)) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     // What the vmalloc left of the free blocks, before they merge again.
-    let buddyinfo = std::fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+    let n = buddyinfo.read_at(&mut buddy, 0).unwrap_or(0);
     // SAFETY: The mapping was made by fragment_main(), which does not touch it again; it is
     // unmapped once, here.
     unsafe { libc::munmap(addr as *mut libc::c_void, len) };
     println!("fragment: vmalloc'ed memory grew by {mib} MiB; /proc/buddyinfo then:");
-    print!("{buddyinfo}");
+    print!("{}", String::from_utf8_lossy(&buddy[..n]));
     println!("fragment: gave all memory back");
 }
 
