@@ -182,18 +182,25 @@ mod arch {
     /// Where the kernel image is mapped (`__START_KERNEL_map`).
     const START_KERNEL_MAP: usize = 0xffff_ffff_8000_0000;
     /// The end of the modules' region: the fixmap begins there.
+    #[cfg(not(CONFIG_DEBUG_KMAP_LOCAL_FORCE_MAP))]
     const MODULES_END: usize = 0xffff_ffff_ff00_0000;
+    #[cfg(CONFIG_DEBUG_KMAP_LOCAL_FORCE_MAP)]
+    const MODULES_END: usize = 0xffff_ffff_fe00_0000;
+    /// With KMSAN, the vmalloc region is the first quarter of the area (the rest holds its
+    /// metadata).
+    const VMALLOC_PART: usize = if cfg!(CONFIG_KMSAN) { 4 } else { 1 };
 
     pub(super) fn regions() -> Option<[Region; 5]> {
         let five = pagewalk::paging_mode()? == PagingMode::FiveLevel;
-        // SAFETY: These are set during early boot and read-only afterwards (`high_memory`, the
-        // end of the direct map's memory, grows only with memory hotplug).
+        // SAFETY: The bases are set during early boot and read-only afterwards. `high_memory`,
+        // the end of the direct map's memory, grows with memory hotplug: a volatile read
+        // (READ_ONCE) sees a whole value, possibly a stale one.
         let (page_offset, vmalloc, vmemmap, high_memory) = unsafe {
             (
                 bindings::page_offset_base,
                 bindings::vmalloc_base,
                 bindings::vmemmap_base,
-                bindings::high_memory as usize,
+                (&raw const bindings::high_memory).read_volatile() as usize,
             )
         };
         // The number of page frames the direct map covers (the kernel's `max_pfn`).
@@ -213,7 +220,7 @@ mod arch {
             Region {
                 name: "vmalloc",
                 start: vmalloc,
-                end: vmalloc + (vmalloc_tb << 40),
+                end: vmalloc + (vmalloc_tb << 40) / VMALLOC_PART,
             },
             Region {
                 name: "vmemmap",

@@ -90,7 +90,7 @@
 use core::marker::PhantomData;
 use kernel::{
     bindings,
-    error::code::{EBUSY, ENOMEM},
+    error::code::{EBUSY, EFAULT, ENOMEM},
     ffi::{c_int, c_ulong, c_void},
     mm::virt::VmaRef,
     page::Page,
@@ -123,6 +123,10 @@ pub enum FaultError {
     SigBus,
     /// Memory for the page tables could not be allocated: the OOM killer is invoked.
     Oom,
+    /// Nothing was mapped, because the page table changed meanwhile (another thread's
+    /// `madvise(MADV_DONTNEED)` freed it, say): the access faults again and is served then, as
+    /// the kernel's own `finish_fault()` does in that case (`VM_FAULT_NOPAGE`).
+    Retry,
 }
 
 impl FaultError {
@@ -130,6 +134,7 @@ impl FaultError {
         match self {
             FaultError::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
             FaultError::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
+            FaultError::Retry => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
         }
     }
 }
@@ -434,7 +439,9 @@ impl VmFault {
     /// are left alone; if `page` returns `None`, the window ends there.
     ///
     /// Fails only if the faulting page itself could not be mapped; a neighbour that cannot be
-    /// mapped just stays unmapped until its own fault. The pages are inserted in batches, one
+    /// mapped just stays unmapped until its own fault. If the page table went away meanwhile
+    /// (`-EFAULT` from `vm_insert_pages()`: another thread's `madvise(MADV_DONTNEED)` freed
+    /// it), the fault fails with [`FaultError::Retry`] and is taken again. The pages are inserted in batches, one
     /// page table lock each (`vm_insert_pages()`). Like [`VmFault::insert_page`], this needs a
     /// mixed map, takes the VMA's own reference on each page, and maps with the protection of
     /// the VMA.
@@ -470,13 +477,16 @@ impl VmFault {
         let mut inserted = 0;
         let mut next = 0;
         let mut error = FaultError::SigBus;
-        'window: while next < window.pages {
+        let mut end = false;
+        'window: while next < window.pages && !end {
             // Keep the pages (`P`) alive until they are mapped.
             let mut held: [Option<P>; BATCH] = core::array::from_fn(|_| None);
             let mut ptrs = [core::ptr::null_mut::<bindings::page>(); BATCH];
             let mut len = 0;
             while len < BATCH && next + len < window.pages {
                 let Some(p) = page(window.pgoff + next + len) else {
+                    // The window ends here (after this batch).
+                    end = true;
                     break;
                 };
                 ptrs[len] = p.as_ptr();
@@ -519,10 +529,17 @@ impl VmFault {
                         }
                         at += 1;
                     }
+                    // A neighbour that cannot be mapped stays unmapped: skip it.
+                    _ if first + at != window.fault => at += 1,
+                    // The faulting page itself.
                     e => {
-                        if e == ENOMEM.to_errno() {
-                            error = FaultError::Oom;
-                        }
+                        error = if e == ENOMEM.to_errno() {
+                            FaultError::Oom
+                        } else if e == EFAULT.to_errno() {
+                            FaultError::Retry
+                        } else {
+                            FaultError::SigBus
+                        };
                         break 'window;
                     }
                 }

@@ -11,7 +11,11 @@
 //!
 //! [`zone_of_pfn`] finds the zone of a page frame from the zones' spans (`zone_start_pfn`,
 //! `spanned_pages`), as `/proc/zoneinfo` shows them. It is implemented for kernels without
-//! `CONFIG_NUMA` (the guest's), whose only node is the kernel's `contig_page_data`.
+//! `CONFIG_NUMA` (the guest's), whose only node is the kernel's `contig_page_data`. Spans can
+//! overlap where `ZONE_MOVABLE` is carved out of another zone (`movablecore=`, memory
+//! hotplug); the first zone whose span holds the frame is named then, which may not be the
+//! page's own (that is in the page's flags, `page_zone()`, which has no binding a module can
+//! call).
 //!
 //! # Examples
 //!
