@@ -40,7 +40,7 @@ report() {
     done
 }
 
-stat() { awk -v k="$1:" '$1 == k { print $2 }' /sys/kernel/debug/mapdrv/stats; }
+counter() { awk -v k="$1:" '$1 == k { print $2 }' /sys/kernel/debug/mapdrv/stats; }
 
 echo "bench: kernel $(uname -r)"
 echo "bench: rounds $rounds"
@@ -62,7 +62,7 @@ far=/sys/kernel/debug/fault_around_bytes
 far_default=$(cat $far)
 /mapbench make-file --file /tmp/bench.dat --bytes "$bytes" > /dev/null || fail "make-file"
 i=0
-f0=$(stat faults)
+f0=$(counter faults)
 while [ $i -lt "$rounds" ]; do
     measure touch --name fault_ns_per_page --file /dev/mapdrv --pages "$n" --retries
     measure touch --name cref_fault_ns_per_page --file /dev/mapdrv_cref_fault --pages "$n"
@@ -83,7 +83,7 @@ report fault_ns_per_page cref_fault_ns_per_page anon_read_fault_ns_per_page \
 # The touches of fault_ns_per_page were rounds * n faults (the driver counted
 # them, among the others of this group).
 touched=$((rounds * n))
-[ $(( $(stat faults) - f0 )) -ge $touched ] || fail "mapdrv counted fewer faults than first touches"
+[ $(( $(counter faults) - f0 )) -ge $touched ] || fail "mapdrv counted fewer faults than first touches"
 retries=$(awk '$1 == "fault_ns_per_page_vma_lock_retries" { r += $2 } END { print r + 0 }' "$samples")
 echo "bench: vma_lock_retries $retries"
 awk -v r="$retries" -v f="$touched" 'BEGIN { printf "bench: vma_lock_retry_per_fault %.4f\n", r / f }'

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::walk::hex;
+
 /// The driver's file.
 pub const LAYOUT_PATH: &str = "/sys/kernel/debug/mapdrv/layout";
 
@@ -32,13 +34,6 @@ pub struct Layout {
     pub mode: String,
     pub regions: Vec<Region>,
     pub allocs: Vec<Alloc>,
-}
-
-fn hex(s: &str) -> Result<u64, String> {
-    let digits = s
-        .strip_prefix("0x")
-        .ok_or_else(|| format!("not hex: {s}"))?;
-    u64::from_str_radix(digits, 16).map_err(|_| format!("not hex: {s}"))
 }
 
 /// Parses the driver's `layout` file.

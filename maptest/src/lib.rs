@@ -177,7 +177,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Turns a -1 return into the last OS error.
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {

@@ -342,20 +342,22 @@ fn maps_main() -> ExitCode {
     }
 }
 
+/// Reads one of the driver's debugfs files; on failure says why and gives the exit status.
+fn read_debugfs(path: &str) -> Result<String, ExitCode> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("maptest: {path}: {e} (root and a loaded mapdrv needed)");
+        ExitCode::from(1)
+    })
+}
+
 fn layout_main() -> ExitCode {
     if std::env::args().len() > 2 {
         eprintln!("maptest: usage: maptest layout");
         return ExitCode::from(2);
     }
-    let text = match std::fs::read_to_string(layout::LAYOUT_PATH) {
+    let text = match read_debugfs(layout::LAYOUT_PATH) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "maptest: {}: {e} (root and a loaded mapdrv needed)",
-                layout::LAYOUT_PATH
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match layout::parse(&text) {
         Ok(l) => {
@@ -381,15 +383,9 @@ fn walk_main() -> ExitCode {
             }
         }
     }
-    let text = match std::fs::read_to_string(walk::PAGEWALK_PATH) {
+    let text = match read_debugfs(walk::PAGEWALK_PATH) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "maptest: {}: {e} (root and a loaded mapdrv needed)",
-                walk::PAGEWALK_PATH
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let w = match walk::parse(&text) {
         Ok(w) => w,
@@ -415,7 +411,11 @@ fn meminfo_mib(field: &str) -> Option<usize> {
 }
 
 fn meminfo_kib(field: &str) -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_field(&std::fs::read_to_string("/proc/meminfo").ok()?, field)
+}
+
+/// The value, in KiB, of `field` in the text of /proc/meminfo.
+fn meminfo_field(text: &str, field: &str) -> Option<usize> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -567,10 +567,9 @@ fn release_after_vmalloc(addr: usize, len: usize, base: usize, mib: usize) {
     let _ = buddyinfo.read_at(&mut buddy, 0);
     loop {
         let n = meminfo.read_at(&mut text, 0).unwrap_or(0);
-        let used = std::str::from_utf8(&text[..n]).ok().and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("VmallocUsed:"))?;
-            line.split_whitespace().nth(1)?.parse::<usize>().ok()
-        });
+        let used = std::str::from_utf8(&text[..n])
+            .ok()
+            .and_then(|t| meminfo_field(t, "VmallocUsed:"));
         if used.is_some_and(|used| used >= base + (mib << 10)) {
             break;
         }

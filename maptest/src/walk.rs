@@ -39,7 +39,8 @@ pub struct PageWalk {
 
 pub const LEVELS: [&str; 5] = ["pgd", "p4d", "pud", "pmd", "pte"];
 
-fn hex(s: &str) -> Result<u64, String> {
+/// `0x...` to a number.
+pub fn hex(s: &str) -> Result<u64, String> {
     let digits = s
         .strip_prefix("0x")
         .ok_or_else(|| format!("not hex: {s}"))?;

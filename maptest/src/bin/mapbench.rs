@@ -32,7 +32,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use maptest::{buffer_size, describe, PAGE_SIZE};
+use maptest::{buffer_size, cvt, describe, PAGE_SIZE};
 
 const USAGE: &str = "\
 USAGE:
@@ -70,15 +70,6 @@ trait Context<T> {
 impl<T> Context<T> for io::Result<T> {
     fn ctx(self, what: impl Display) -> Result<T> {
         self.map_err(|e| format!("{what}: {}", describe(&e)))
-    }
-}
-
-/// Turns a -1 return into the last OS error.
-fn cvt(ret: libc::c_int) -> io::Result<()> {
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
@@ -244,7 +235,7 @@ impl Region {
     fn no_huge_pages(&self) -> Result<()> {
         let (ptr, len) = (self.ptr.as_ptr().cast(), self.len);
         // SAFETY: The range is exactly our mapping; the advice does not change its contents.
-        match cvt(unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) }) {
+        match cvt(unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) }).map(drop) {
             // EINVAL: a kernel without transparent huge pages, where there is nothing to avoid.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
             r => r.ctx("madvise(MADV_NOHUGEPAGE)"),
@@ -255,7 +246,7 @@ impl Region {
     fn unmap(self) -> Result<()> {
         // SAFETY: We own the mapping and no references into it exist; `forget` below keeps
         // `drop` from unmapping it again.
-        let r = cvt(unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) });
+        let r = cvt(unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) }).map(drop);
         std::mem::forget(self);
         r.ctx("munmap")
     }
@@ -367,7 +358,7 @@ fn touch_bench(o: &Opts) -> Result<Vec<f64>> {
         // MAP_POPULATE faults the pages in before madvise() could be called: turn transparent
         // huge pages off for the whole process instead (EINVAL: a kernel without THP).
         // SAFETY: prctl with plain integer arguments touches no memory of ours.
-        match cvt(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }) {
+        match cvt(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }).map(drop) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             r => r.ctx("prctl(PR_SET_THP_DISABLE)")?,
         }
