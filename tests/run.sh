@@ -632,6 +632,29 @@ kobject_release_clean() {
     echo "$err" | grep -q 'No such device or address' || fail "stale node: '$err', expected ENXIO" || return 1
 }
 
+broken_drivers_caught() {
+    # The suite's own test: each deliberately broken build of the driver (one line of
+    # tests/broken-drivers.tsv, built by scripts/broken-drivers) must make at least one of the
+    # mapcheck tests the line names fail.
+    [ -d /broken ] || { fail "no /broken/: scripts/guest builds the broken drivers for make test"; return 1; }
+    tab=$(printf '\t')
+    caught=0
+    while IFS="$tab" read -r name _file _expr tests what; do
+        case $name in '' | '#'*) continue ;; esac
+        insmod "/broken/$name.ko" || { fail "$name: insmod failed"; return 1; }
+        # shellcheck disable=SC2086 # the test names are words
+        /mapcheck $tests > /tmp/broken.out 2>&1
+        rc=$?
+        rmmod mapdrv || { fail "$name: rmmod failed"; return 1; }
+        if [ $rc != 1 ] || ! grep -q '^not ok - ' /tmp/broken.out; then
+            fail "$name ($what): mapcheck $tests did not fail (exit $rc)"
+            return 1
+        fi
+        caught=$((caught + 1))
+    done < /tests/broken-drivers.tsv
+    [ $caught -ge 6 ] || fail "only $caught broken drivers in /tests/broken-drivers.tsv"
+}
+
 device_contract() { # module arguments, mapcheck arguments
     # Not a test itself: runs /mapcheck and numbers its lines into ours.
     # shellcheck disable=SC2086 # the arguments are words
@@ -692,6 +715,7 @@ want fuzz && mapstress_run fuzz_fault_around fault_around=16 fuzz --iterations "
 t sigkill_with_mappings
 t memory_pressure
 t unprivileged_sees_no_addresses
+t broken_drivers_caught
 t kmemleak_clean
 
 echo "# guest: $failed failed"

@@ -6,7 +6,9 @@
 //! C library's wording varies): `insmod: can't insert 'FILE': EINVAL: Invalid argument (os error 22)`, exit
 //! status 1.
 
-use std::{ffi::CString, fs::File, os::fd::AsRawFd, process::ExitCode};
+use std::{ffi::CString, fs::File, process::ExitCode};
+
+use maptest::errors::errno_name;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -26,19 +28,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // SAFETY: `finit_module(fd, params, flags)` reads the open file and the NUL-terminated
-    // parameter string, both valid for the duration of the call; no libc wrapper exists.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            params.as_ptr(),
-            0 as libc::c_int,
-        )
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        let name = maptest::errno_name(e.raw_os_error().unwrap_or(0));
+    if let Err(e) = rustix::system::finit_module(&file, &params, 0) {
+        let e = std::io::Error::from(e);
+        let name = errno_name(e.raw_os_error().unwrap_or(0));
         eprintln!("insmod: can't insert '{path}': {name}: {e}");
         return ExitCode::from(1);
     }

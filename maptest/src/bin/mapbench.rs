@@ -19,20 +19,19 @@
 //!
 //! Exit status: 0 success, 1 failure (`mapbench: WHAT: ERROR` on stderr), 2 usage error.
 
-use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{self, Write};
-use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::process::ExitCode;
-use std::ptr::NonNull;
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use maptest::{buffer_size, cvt, describe, PAGE_SIZE};
+use maptest::cli::{Arg, Cli};
+use maptest::mapping::{buffer_size, MapOptions, Mapping};
+use maptest::{procfs, OrFail, PAGE_SIZE};
+use rustix::mm::Advice;
 
 const USAGE: &str = "\
 USAGE:
@@ -62,17 +61,6 @@ const MIB: usize = 1 << 20;
 /// Errors are one line: what failed, then why.
 type Result<T> = std::result::Result<T, String>;
 
-/// Adds what failed to an I/O error.
-trait Context<T> {
-    fn ctx(self, what: impl Display) -> Result<T>;
-}
-
-impl<T> Context<T> for io::Result<T> {
-    fn ctx(self, what: impl Display) -> Result<T> {
-        self.map_err(|e| format!("{what}: {}", describe(&e)))
-    }
-}
-
 /// The options of all subcommands (each subcommand accepts only its own, see [`parse`]).
 #[derive(Default)]
 struct Opts {
@@ -100,29 +88,23 @@ impl Opts {
 
 /// Parses the arguments after the program name: `None` for `--help`, and an error that is a
 /// one-line usage problem.
-fn parse(args: &[String]) -> Result<Option<Opts>> {
-    let Some((cmd, rest)) = args.split_first() else {
-        return Err("no subcommand given".into());
+fn parse(mut cli: Cli) -> Result<Option<Opts>> {
+    let cmd = match cli.next()? {
+        Some(Arg::Short('h') | Arg::Long("help")) => return Ok(None),
+        Some(Arg::Value(v)) => v.to_string_lossy().into_owned(),
+        Some(other) => return Err(Cli::unexpected(other)),
+        None => return Err("no subcommand given".into()),
     };
     // Per subcommand: the options that take a value, the flags, and the required options.
     let (values, flags, required) = match cmd.as_str() {
-        "-h" | "--help" => return Ok(None),
         "touch" => (
-            "--name --file --pages --offset-pages --rounds --threads",
-            "--populate --eager --write --nohugepage --retries",
-            "--name --file --pages",
+            "name file pages offset-pages rounds threads",
+            "populate eager write nohugepage retries",
+            "name file pages",
         ),
-        "read" => (
-            "--name --file --pages --rounds",
-            "",
-            "--name --file --pages",
-        ),
-        "syscall-read" => (
-            "--name --file --bytes --chunk --rounds",
-            "",
-            "--name --file --bytes",
-        ),
-        "make-file" => ("--file --bytes", "", "--file --bytes"),
+        "read" => ("name file pages rounds", "", "name file pages"),
+        "syscall-read" => ("name file bytes chunk rounds", "", "name file bytes"),
+        "make-file" => ("file bytes", "", "file bytes"),
         other => return Err(format!("unknown subcommand {other:?}")),
     };
     let has = |list: &str, arg: &str| list.split_whitespace().any(|x| x == arg);
@@ -134,44 +116,52 @@ fn parse(args: &[String]) -> Result<Option<Opts>> {
         ..Opts::default()
     };
     let mut seen = Vec::new();
-    let mut it = rest.iter();
-    while let Some(arg) = it.next() {
-        let arg = arg.as_str();
-        if arg == "-h" || arg == "--help" {
-            return Ok(None);
-        } else if has(flags, arg) {
-            match arg {
-                "--populate" => o.populate = true,
-                "--eager" => o.eager = true,
-                "--write" => o.write = true,
-                "--retries" => o.retries = true,
+    while let Some(arg) = cli.next()? {
+        let name = match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(None),
+            Arg::Long(name) if has(flags, name) || has(values, name) => name.to_owned(),
+            Arg::Long(name) => {
+                return Err(format!("unknown option --{name} for {cmd} (see --help)"))
+            }
+            other => return Err(Cli::unexpected(other)),
+        };
+        let opt = format!("--{name}");
+        if has(flags, &name) {
+            match name.as_str() {
+                "populate" => o.populate = true,
+                "eager" => o.eager = true,
+                "write" => o.write = true,
+                "retries" => o.retries = true,
                 _ => {} // --nohugepage: always on for anonymous memory.
             }
-        } else if has(values, arg) {
-            let v = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
-            // A number; only --offset-pages may be 0.
-            let num = || match v.parse::<usize>() {
-                Ok(n) if n > 0 || arg == "--offset-pages" => Ok(n),
-                Ok(_) => Err(format!("{arg} must be positive")),
-                Err(_) => Err(format!("{arg} needs a number, not {v:?}")),
-            };
-            match arg {
-                "--name" => o.name = v.clone(),
-                "--file" => o.file = v.clone(),
-                "--pages" => o.pages = num()?,
-                "--offset-pages" => o.offset_pages = num()?,
-                "--rounds" => o.rounds = num()?,
-                "--threads" => o.threads = num()?,
-                "--bytes" => o.bytes = num()?,
-                _ => o.chunk = num()?, // --chunk
-            }
         } else {
-            return Err(format!("unknown option {arg:?} for {cmd}"));
+            match name.as_str() {
+                "name" => o.name = cli.string(&opt)?,
+                "file" => o.file = cli.string(&opt)?,
+                number => {
+                    // A number; only --offset-pages may be 0.
+                    let n: usize = cli.value(&opt)?;
+                    if n == 0 && number != "offset-pages" {
+                        return Err(format!("{opt} must be positive"));
+                    }
+                    *match number {
+                        "pages" => &mut o.pages,
+                        "offset-pages" => &mut o.offset_pages,
+                        "rounds" => &mut o.rounds,
+                        "threads" => &mut o.threads,
+                        "bytes" => &mut o.bytes,
+                        _ => &mut o.chunk,
+                    } = n;
+                }
+            }
         }
-        seen.push(arg);
+        seen.push(name);
     }
-    if let Some(missing) = required.split_whitespace().find(|r| !seen.contains(r)) {
-        return Err(format!("{cmd} needs {missing}"));
+    if let Some(missing) = required
+        .split_whitespace()
+        .find(|r| !seen.iter().any(|s| s == r))
+    {
+        return Err(format!("{cmd} needs --{missing}"));
     }
     let end = o.pages.checked_add(o.offset_pages);
     if end.and_then(|p| p.checked_mul(PAGE_SIZE)).is_none() {
@@ -191,9 +181,9 @@ fn open(path: &str, offset: usize, len: usize) -> Result<File> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => File::open(path),
         r => r,
     }
-    .ctx(format_args!("open {path}"))?;
+    .or_fail(format_args!("open {path}"))?;
     // lseek(SEEK_END): a device's st_size is 0.
-    let size = buffer_size(&file).ctx(format_args!("size of {path}"))?;
+    let size = buffer_size(&file).or_fail(format_args!("size of {path}"))?;
     if size < (offset + len) as u64 {
         return Err(format!(
             "{path}: {size} bytes, too short for {len} from {offset}"
@@ -202,87 +192,25 @@ fn open(path: &str, offset: usize, len: usize) -> Result<File> {
     Ok(file)
 }
 
-/// A mapping made for one measurement. Unlike [`maptest::Mapping`] it can be anonymous, and
-/// it hands out its raw address, so that the timed loops have no bounds checks.
-struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: The mapping is plain memory, accessed only through volatile accesses and (in `read`)
-// a shared slice while nobody writes it; sharing the handle between threads is fine.
-unsafe impl Sync for Region {}
-
-impl Region {
-    /// Maps `len` bytes of `file` (MAP_SHARED, from byte `offset`), or anonymous memory
-    /// (MAP_PRIVATE) if `file` is `None`; `flags` are added (MAP_POPULATE).
-    fn map(file: Option<&File>, len: usize, offset: usize, prot: i32, flags: i32) -> Result<Self> {
-        let (fd, share) = match file {
-            Some(f) => (f.as_raw_fd(), libc::MAP_SHARED),
-            None => (-1, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
-        };
-        let offset = libc::off_t::try_from(offset).map_err(|_| "mmap offset too large")?;
-        // SAFETY: A new mapping at an address of the kernel's choice aliases no Rust object.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | share, fd, offset) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error()).ctx("mmap");
-        }
-        let ptr = NonNull::new(ptr.cast()).ok_or("mmap: returned address 0")?;
-        Ok(Region { ptr, len })
-    }
-
-    /// Asks for small pages only: a huge page would turn 512 faults into one.
-    fn no_huge_pages(&self) -> Result<()> {
-        let (ptr, len) = (self.ptr.as_ptr().cast(), self.len);
-        // SAFETY: The range is exactly our mapping; the advice does not change its contents.
-        match cvt(unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) }).map(drop) {
+/// Maps `len` bytes of `file` (MAP_SHARED, from byte `offset`), or anonymous memory if `file` is
+/// `None`, with small pages only: a huge page would turn 512 faults into one.
+fn map(file: Option<&File>, len: usize, offset: usize, opts: MapOptions) -> Result<Mapping> {
+    let Some(file) = file else {
+        let m = Mapping::anonymous(len, opts).or_fail("mmap")?;
+        return match m.madvise(0, len, Advice::LinuxNoHugepage) {
             // EINVAL: a kernel without transparent huge pages, where there is nothing to avoid.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-            r => r.ctx("madvise(MADV_NOHUGEPAGE)"),
-        }
-    }
-
-    /// Unmaps the region, reporting a failure (dropping it would ignore one).
-    fn unmap(self) -> Result<()> {
-        // SAFETY: We own the mapping and no references into it exist; `forget` below keeps
-        // `drop` from unmapping it again.
-        let r = cvt(unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) }).map(drop);
-        std::mem::forget(self);
-        r.ctx("munmap")
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: As in `unmap` (this runs only on early returns, where errors are moot).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-/// Touches one byte in each of `pages` in ascending order: reads it, or with `write` writes it.
-fn touch(r: &Region, pages: Range<usize>, write: bool) -> u64 {
-    let mut sink = 0u64;
-    for p in pages {
-        debug_assert!((p + 1) * PAGE_SIZE <= r.len);
-        // SAFETY: Page `p` lies inside the mapping, which `r` keeps mapped; the access is
-        // volatile (no Rust reference), and a write happens only if the mapping is writable.
-        unsafe {
-            let byte = r.ptr.as_ptr().add(p * PAGE_SIZE);
-            if write {
-                byte.write_volatile(1);
-            } else {
-                sink = sink.wrapping_add(u64::from(byte.read_volatile()));
-            }
-        }
-    }
-    black_box(sink)
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(m),
+            r => r.or_fail("madvise(MADV_NOHUGEPAGE)").map(|()| m),
+        };
+    };
+    Mapping::new(file, offset as u64, len, opts).or_fail("mmap")
 }
 
 /// Times touching all `pages` of `r` with `threads` threads, each on a contiguous part.
-fn timed_touch(r: &Region, pages: usize, threads: usize, write: bool) -> Duration {
+fn timed_touch(r: &Mapping, pages: usize, threads: usize, write: bool) -> Duration {
     if threads == 1 {
         let start = Instant::now();
-        touch(r, 0..pages, write);
+        black_box(r.touch(0..pages, write));
         return start.elapsed();
     }
     // The workers and this thread meet at the barrier, so all start together; spawning them
@@ -295,7 +223,7 @@ fn timed_touch(r: &Region, pages: usize, threads: usize, write: bool) -> Duratio
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    touch(r, part, write)
+                    black_box(r.touch(part, write))
                 })
             })
             .collect();
@@ -317,20 +245,17 @@ fn touch_round(o: &Opts) -> Result<(f64, u64)> {
     } else {
         Some(open(&o.file, offset, len)?)
     };
-    let mut prot = libc::PROT_READ;
-    if o.write {
-        prot |= libc::PROT_WRITE;
-    }
-    let flags = if o.populate { libc::MAP_POPULATE } else { 0 };
+    let opts = MapOptions {
+        write: o.write,
+        populate: o.populate,
+        ..MapOptions::default()
+    };
     let start = Instant::now();
-    let region = Region::map(file.as_ref(), len, offset, prot, flags)?;
+    let region = map(file.as_ref(), len, offset, opts)?;
     // By default only the touches are timed; --populate and --eager add the mmap.
     let mut timed = Duration::ZERO;
     if o.populate || o.eager {
         timed = start.elapsed();
-    }
-    if o.anon() {
-        region.no_huge_pages()?;
     }
     let retries = if o.retries { vma_lock_retries()? } else { 0 };
     timed += timed_touch(&region, o.pages, o.threads, o.write);
@@ -339,16 +264,15 @@ fn touch_round(o: &Opts) -> Result<(f64, u64)> {
     } else {
         0
     };
-    region.unmap()?;
+    region.unmap().or_fail("munmap")?;
     Ok((timed.as_nanos() as f64 / o.pages as f64, retries))
 }
 
 /// `vma_lock_retry` of `/proc/vmstat`: faults refused under the per-VMA lock and retried
 /// under `mmap_lock`, by all processes since boot.
 fn vma_lock_retries() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/vmstat").ctx("reading /proc/vmstat")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("vma_lock_retry ")?.trim().parse().ok())
+    procfs::vmstat("vma_lock_retry")
+        .or_fail("reading /proc/vmstat")?
         .ok_or_else(|| "/proc/vmstat has no vma_lock_retry (CONFIG_PER_VMA_LOCK_STATS)".into())
 }
 
@@ -357,10 +281,16 @@ fn touch_bench(o: &Opts) -> Result<Vec<f64>> {
     if o.anon() && o.populate {
         // MAP_POPULATE faults the pages in before madvise() could be called: turn transparent
         // huge pages off for the whole process instead (EINVAL: a kernel without THP).
-        // SAFETY: prctl with plain integer arguments touches no memory of ours.
-        match cvt(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }).map(drop) {
+        // SAFETY: prctl with plain integer arguments touches no memory of ours (rustix has no
+        // wrapper for PR_SET_THP_DISABLE).
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        match if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        } {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            r => r.ctx("prctl(PR_SET_THP_DISABLE)")?,
+            r => r.or_fail("prctl(PR_SET_THP_DISABLE)")?,
         }
     }
     let rounds = (0..o.rounds)
@@ -373,32 +303,33 @@ fn touch_bench(o: &Opts) -> Result<Vec<f64>> {
     Ok(rounds.into_iter().map(|r| r.0).collect())
 }
 
-/// Sums the region as u64 words: one load of every word.
-fn sum_words(r: &Region) -> u64 {
+/// Sums the mapping as u64 words: one load of every word.
+fn sum_words(m: &Mapping) -> u64 {
+    // SAFETY: Nothing writes the mapping while the slice lives: this process only reads it,
+    // and the benchmark runs alone in the guest.
+    let bytes = unsafe { m.as_slice() };
     // `black_box` hides where the words are, so the sum cannot be carried over between rounds.
-    let ptr = black_box(r.ptr.as_ptr()).cast::<u64>();
-    // SAFETY: The mapping is page-aligned (so u64-aligned), `len` is a multiple of 8, and it
-    // stays mapped while `r` lives; nothing writes it while the slice lives (this process only
-    // reads, and the benchmark runs alone).
-    let words = unsafe { std::slice::from_raw_parts(ptr, r.len / 8) };
-    words.iter().fold(0u64, |sum, &w| sum.wrapping_add(w))
+    black_box(bytes).chunks_exact(8).fold(0u64, |sum, w| {
+        sum.wrapping_add(u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+    })
 }
 
 /// `read`: GB/s of summing N pages mapped (and faulted in) once, before all rounds.
 fn read_bench(o: &Opts) -> Result<Vec<f64>> {
     let len = o.pages * PAGE_SIZE;
     let region = if o.anon() {
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let region = Region::map(None, len, 0, prot, 0)?;
-        region.no_huge_pages()?;
-        // SAFETY: The whole range is our writable mapping, with no Rust references into it.
+        let write = MapOptions {
+            write: true,
+            ..MapOptions::default()
+        };
+        let region = map(None, len, 0, write)?;
         // Nonzero bytes: real pages, not the shared zero page, back the memory.
-        unsafe { region.ptr.as_ptr().write_bytes(0x5a, len) };
+        region.fill(0x5a);
         region
     } else {
-        Region::map(Some(&open(&o.file, 0, len)?), len, 0, libc::PROT_READ, 0)?
+        map(Some(&open(&o.file, 0, len)?), len, 0, MapOptions::default())?
     };
-    touch(&region, 0..o.pages, false);
+    black_box(region.touch(0..o.pages, false));
     let rounds = (0..o.rounds)
         .map(|_| {
             let start = Instant::now();
@@ -406,13 +337,13 @@ fn read_bench(o: &Opts) -> Result<Vec<f64>> {
             len as f64 / start.elapsed().as_nanos().max(1) as f64
         })
         .collect();
-    region.unmap()?;
+    region.unmap().or_fail("munmap")?;
     Ok(rounds)
 }
 
 /// `syscall-read`: GB/s of pread() of B bytes in C-byte chunks into one buffer.
 fn syscall_read_bench(o: &Opts) -> Result<Vec<f64>> {
-    let file = File::open(&o.file).ctx(format_args!("open {}", o.file))?;
+    let file = File::open(&o.file).or_fail(format_args!("open {}", o.file))?;
     // Nonzero, so the buffer is written (and faulted in) now, not during the first round.
     let mut buf = vec![1u8; o.chunk];
     let mut rounds = Vec::with_capacity(o.rounds);
@@ -426,7 +357,7 @@ fn syscall_read_bench(o: &Opts) -> Result<Vec<f64>> {
                 Ok(0) => return Err(format!("{}: unexpected end of file", what())),
                 Ok(n) => done += n, // A short read: go on from where it ended.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).ctx(what()),
+                Err(e) => return Err(e).or_fail(what()),
             }
         }
         let ns = start.elapsed().as_nanos().max(1);
@@ -439,16 +370,16 @@ fn syscall_read_bench(o: &Opts) -> Result<Vec<f64>> {
 /// `make-file`: a file of exactly B bytes of a nonzero pattern, written in 1 MiB chunks.
 fn make_file(o: &Opts) -> Result<()> {
     let path = &o.file;
-    let mut file = File::create(path).ctx(format_args!("create {path}"))?;
+    let mut file = File::create(path).or_fail(format_args!("create {path}"))?;
     let chunk: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8 + 1).collect();
     let mut left = o.bytes;
     while left > 0 {
         let n = left.min(MIB);
         file.write_all(&chunk[..n])
-            .ctx(format_args!("write {path}"))?;
+            .or_fail(format_args!("write {path}"))?;
         left -= n;
     }
-    file.sync_all().ctx(format_args!("fsync {path}"))?;
+    file.sync_all().or_fail(format_args!("fsync {path}"))?;
     println!("made {path} {}", o.bytes);
     Ok(())
 }
@@ -478,17 +409,14 @@ fn run(o: &Opts) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opts = match parse(&args) {
+    let cli = Cli::from_env("mapbench", 0);
+    let opts = match parse(cli) {
         Ok(Some(opts)) => opts,
         Ok(None) => {
             print!("{USAGE}{HELP}");
             return ExitCode::SUCCESS;
         }
-        Err(why) => {
-            eprint!("mapbench: {why}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(why) => return maptest::cli::usage_error("mapbench", why),
     };
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,28 +1,26 @@
 //! The fault-around tests: the module loaded with `fault_around=16` maps, in each fault, the
 //! naturally aligned block of 16 pages that holds the faulting one, cut to the VMA (and so to
-//! the buffer). `mapcheck --fault-around` runs them.
+//! the buffer). `mapcheck --fault-around` runs them (their table is
+//! [`FAULT_AROUND_TESTS`](crate::harness::FAULT_AROUND_TESTS)).
 //!
 //! Each test places its mappings at chosen addresses in a reservation aligned to 2 MiB, the
 //! span of one page table, so that the blocks are known in advance: page table index `i` is
 //! the page at `base + i * 4096`, and the block of page `i` is `i & !15 .. (i & !15) + 16`.
 
-use super::*;
-use maptest::Reservation;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use maptest::{MapOptions, Mapping, OrFail, Reservation, Stats, PAGE_SIZE};
+use rustix::mm::Advice;
+
+use crate::ctx::{page, Ctx, RO, RW_SHARED};
+use crate::expect::{compare, ensure, expect_counts, expect_resident, Want};
+use crate::harness::TestResult;
 
 /// The window the module must be loaded with.
 const N: usize = 16;
 /// The span of one page table: 512 pages.
 const TABLE: usize = 512 * PAGE_SIZE;
-
-pub(super) const TESTS: &[Test] = tests![
-    fault_around_aligned_block,
-    fault_around_vma_edges,
-    fault_around_page_table_edge,
-    fault_around_partly_mapped,
-    fault_around_private_write: writes,
-    fault_around_shared_write: writes,
-    fault_around_populate,
-];
 
 /// The pages `lo..hi` of a mapping of `pages` pages, as residency flags.
 fn flags(pages: usize, ranges: &[(usize, usize)]) -> Vec<bool> {
@@ -35,7 +33,7 @@ fn flags(pages: usize, ranges: &[(usize, usize)]) -> Vec<bool> {
 
 /// Checks that the module maps `N` pages per fault, and that the buffer is big enough.
 fn setup(ctx: &Ctx) -> Result<(File, Reservation, Stats), String> {
-    let stats = read_stats()?;
+    let stats = Stats::read()?;
     ensure!(
         stats.fault_around == N as u64,
         "the module maps {} pages per fault; load it with fault_around={N}",
@@ -92,7 +90,7 @@ fn check_resident_bytes(ctx: &Ctx, what: &str, m: &Mapping, first: usize) -> Tes
 
 /// One fault maps the aligned block of 16 around the faulting page, and nothing else; a touch
 /// inside the block faults no more.
-fn fault_around_aligned_block(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_aligned_block(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     let m = map_at(&f, &r, 0, 0, 64, RO)?;
     expect_resident("fresh mapping", &m, &flags(64, &[]))?;
@@ -126,7 +124,7 @@ fn fault_around_aligned_block(ctx: &Ctx) -> TestResult {
 
 /// The block is cut to the VMA, at both ends, and the neighbours get the right pages of the
 /// buffer (the mapping's offset counts).
-fn fault_around_vma_edges(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_vma_edges(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     // Table indices 3..13, inside the block 0..16: one fault maps the whole VMA.
     let small = map_at(&f, &r, 3, 3, 10, RO)?;
@@ -167,7 +165,7 @@ fn fault_around_vma_edges(ctx: &Ctx) -> TestResult {
 
 /// A block never crosses into the next page table: a VMA straddling two tables is mapped in
 /// two faults, one per table.
-fn fault_around_page_table_edge(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_page_table_edge(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     // Indices 504..512 of the first table, then 0..8 of the second.
     let m = map_at(&f, &r, 504, 0, 16, RO)?;
@@ -189,12 +187,12 @@ fn fault_around_page_table_edge(ctx: &Ctx) -> TestResult {
 
 /// Pages of the block that are still mapped are left alone; only the missing ones are mapped,
 /// and counted.
-fn fault_around_partly_mapped(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_partly_mapped(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     let m = map_at(&f, &r, 0, 0, 64, RO)?;
     m.read(page(5));
     for k in [3, 9] {
-        m.madvise(page(k), PAGE_SIZE, libc::MADV_DONTNEED)
+        m.madvise(page(k), PAGE_SIZE, Advice::LinuxDontNeed)
             .or_fail(format!("MADV_DONTNEED of page {k}"))?;
     }
     expect_resident(
@@ -210,7 +208,7 @@ fn fault_around_partly_mapped(ctx: &Ctx) -> TestResult {
         Want::default().faults(2).pages_mapped(16 + 2),
     )?;
     // All of the block but its last page dropped, then its first page touched.
-    m.madvise(0, page(15), libc::MADV_DONTNEED)
+    m.madvise(0, page(15), Advice::LinuxDontNeed)
         .or_fail("MADV_DONTNEED of pages 0..15")?;
     m.read(page(0));
     expect_resident("after touching page 0", &m, &flags(64, &[(0, 16)]))?;
@@ -224,7 +222,7 @@ fn fault_around_partly_mapped(ctx: &Ctx) -> TestResult {
 
 /// A write fault on a private mapping maps the faulting page alone (and copies it); a read
 /// fault on the same mapping maps the whole block.
-fn fault_around_private_write(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_private_write(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     let private = MapOptions {
         write: true,
@@ -263,7 +261,7 @@ fn fault_around_private_write(ctx: &Ctx) -> TestResult {
 
 /// A write fault on a shared mapping maps the block writable: writing a neighbour faults no
 /// more, and the writes reach the buffer.
-fn fault_around_shared_write(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_shared_write(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     let m = map_at(&f, &r, 0, 0, 64, RW_SHARED)?;
     let (a, b) = (page(5) + 10, page(6) + 10);
@@ -292,7 +290,7 @@ fn fault_around_shared_write(ctx: &Ctx) -> TestResult {
 }
 
 /// `MAP_POPULATE` faults every block once: 64 pages in 4 faults.
-fn fault_around_populate(ctx: &Ctx) -> TestResult {
+pub(crate) fn fault_around_populate(ctx: &Ctx) -> TestResult {
     let (f, r, base) = setup(ctx)?;
     let populate = MapOptions {
         populate: true,

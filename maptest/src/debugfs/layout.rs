@@ -1,12 +1,10 @@
-//! `maptest layout`: the kernel's virtual address space, and where each kind of kernel memory
-//! lives in it, from the driver's `/sys/kernel/debug/mapdrv/layout`.
+//! The driver's `layout` file: the kernel's virtual address space and where each kind of kernel
+//! memory lives in it; parsed, and rendered for a person (`maptest layout`).
 
 use std::fmt::Write as _;
 
-use crate::walk::hex;
-
-/// The driver's file.
-pub const LAYOUT_PATH: &str = "/sys/kernel/debug/mapdrv/layout";
+use super::hex;
+use crate::text::{human, wrap};
 
 /// A region of the kernel's address space: `region NAME start=0x.. end=0x.. size=N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,21 +87,6 @@ pub fn parse(text: &str) -> Result<Layout, String> {
     })
 }
 
-/// A size in bytes, for a person: `1.0 GiB`, `12.5 PiB`, `4096 B`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// What each region is, for the table.
 fn region_text(name: &str, start: u64) -> String {
     match name {
@@ -140,7 +123,7 @@ impl Layout {
     /// the explanation.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str(&crate::walk::wrap(
+        out.push_str(&wrap(
             &format!(
                 "The kernel's virtual address space on this machine ({}), in address order, \
                  and where each kind of kernel memory lives:",
@@ -194,7 +177,7 @@ impl Layout {
             );
         }
         let _ = writeln!(out);
-        out.push_str(&crate::walk::wrap(
+        out.push_str(&wrap(
             "__get_free_page() and kmalloc() hand out memory from the direct map, where all of \
              RAM is mapped in one piece: the physical address is the virtual one minus the \
              region's start, so no page table changes, and what kmalloc() returns is \

@@ -12,40 +12,12 @@ use std::fs::OpenOptions;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use maptest::{MapOptions, Mapping, PAGE_SIZE};
+use maptest::procfs::parse_maps;
+use maptest::text::wrap;
+use maptest::{MapOptions, Mapping, Reservation, PAGE_SIZE};
 
 /// Initialised data: lands in the executable's writable (`rw-p`) segment.
 static DATA: AtomicU64 = AtomicU64::new(0x6d61_7064_7276);
-
-/// One line of `/proc/self/maps`.
-#[derive(Debug, Clone)]
-pub struct MapsLine {
-    pub start: u64,
-    pub end: u64,
-    pub path: String,
-    pub text: String,
-}
-
-/// Parses `/proc/self/maps`.
-pub fn parse(text: &str) -> Result<Vec<MapsLine>, String> {
-    text.lines()
-        .map(|l| {
-            let bad = || format!("bad maps line {l:?}");
-            let mut w = l.split_whitespace();
-            let range = w.next();
-            // Permissions, offset, device, inode: shown as they are, in `text`.
-            let _ = (w.next(), w.next(), w.next(), w.next());
-            let path = w.collect::<Vec<_>>().join(" ");
-            let (start, end) = range.and_then(|r| r.split_once('-')).ok_or_else(bad)?;
-            Ok(MapsLine {
-                start: u64::from_str_radix(start, 16).map_err(|_| bad())?,
-                end: u64::from_str_radix(end, 16).map_err(|_| bad())?,
-                path,
-                text: l.to_owned(),
-            })
-        })
-        .collect()
-}
 
 /// A note on the line that holds `addr`.
 struct Note {
@@ -56,25 +28,9 @@ struct Note {
 /// The highest address a mapping gets when it asks for one above 47 bits (`mmap` with such a
 /// hint): above 47 bits only where the machine has 5-level paging (56-bit addresses).
 fn probe_top() -> Option<u64> {
-    let hint = 1u64 << 50;
-    // SAFETY: A new anonymous mapping at an address of the kernel's choice (the hint is only a
-    // hint) aliases nothing; it is unmapped again at once.
-    let ptr = unsafe {
-        libc::mmap(
-            hint as *mut libc::c_void,
-            PAGE_SIZE,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return None;
-    }
-    // SAFETY: The mapping just made, unmapped once.
-    unsafe { libc::munmap(ptr, PAGE_SIZE) };
-    Some(ptr as u64)
+    Reservation::near(1 << 50, PAGE_SIZE)
+        .ok()
+        .map(|r| r.addr() as u64)
 }
 
 /// Makes the mappings and allocations, reads `/proc/self/maps`, and renders it annotated.
@@ -94,7 +50,8 @@ pub fn run(device: &str) -> Result<String, String> {
     // keeps only its bookkeeping there, and may move the break back later: the page is only
     // looked at, never used).
     // SAFETY: brk(0) only reports the break; brk(end) maps the page between, which nothing
-    // else uses. No Rust object lives there.
+    // else uses. No Rust object lives there. (No typed wrapper: rustix offers brk only to C
+    // library implementations, and musl's sbrk refuses, see above.)
     let old = unsafe { libc::syscall(libc::SYS_brk, 0) } as u64;
     // SAFETY: As above.
     let new = unsafe { libc::syscall(libc::SYS_brk, old + PAGE_SIZE as u64) } as u64;
@@ -154,12 +111,12 @@ pub fn run(device: &str) -> Result<String, String> {
     });
     let maps =
         std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
-    let lines = parse(&maps)?;
+    let lines = parse_maps(&maps)?;
     let top = probe_top();
     drop((shared, private, small, big));
 
     let mut out = String::new();
-    out.push_str(&crate::walk::wrap(
+    out.push_str(&wrap(
         "This process's memory as the kernel sees it (/proc/self/maps): one line per \
          mapping (VMA), low addresses first: its range, permissions (r w x, and s shared or p \
          private), the offset in the file it maps, and the file. Under a line, `^` marks what \
@@ -205,7 +162,7 @@ pub fn run(device: &str) -> Result<String, String> {
         ),
         None => "mmap() with a hint above 47 bits failed.".to_owned(),
     };
-    out.push_str(&crate::walk::wrap(
+    out.push_str(&wrap(
         &format!(
             "The top of user space: mappings get addresses below 0x00007ffffffff000 (47 bits; \
              the stack sits just under it) unless they ask for more. Here, {top_text} The \

@@ -1,9 +1,10 @@
-//! `maptest walk`: show the driver's page-table walk of its buffer to a person.
+//! The driver's `pagewalk` file: parsed, and rendered for a person (`maptest walk`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-pub use maptest::PAGEWALK_PATH;
+use super::hex;
+use crate::text::wrap;
 
 /// One entry read at one level: `pte[237]=0x80000000008d0163(P,W,NX,G)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +39,6 @@ pub struct PageWalk {
 }
 
 pub const LEVELS: [&str; 5] = ["pgd", "p4d", "pud", "pmd", "pte"];
-
-/// `0x...` to a number.
-pub fn hex(s: &str) -> Result<u64, String> {
-    let digits = s
-        .strip_prefix("0x")
-        .ok_or_else(|| format!("not hex: {s}"))?;
-    u64::from_str_radix(digits, 16).map_err(|_| format!("not hex: {s}"))
-}
 
 fn parse_level(value: &str) -> Result<LevelEntry, String> {
     // `[237]=0x80000000008d0163(P,W,NX,G)`
@@ -269,28 +262,6 @@ impl PageWalk {
         out.push_str(&wrap(moral, 78));
         out
     }
-}
-
-/// Breaks `text` into lines of at most `width` columns, at spaces.
-pub fn wrap(text: &str, width: usize) -> String {
-    let mut out = String::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            out.push_str(&line);
-            out.push('\n');
-            line.clear();
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! `maptest fragment MIB|all [--release-after-vmalloc MIB]`: fragment free memory on purpose,
+//! so that a vmalloc made meanwhile gets frames from all over memory (see the help text).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use maptest::procfs::{meminfo_field, meminfo_kib};
+use maptest::{MapOptions, Mapping, OrFail, PAGE_SIZE};
+use rustix::mm::Advice;
+use rustix::thread::{sched_setaffinity, CpuSet};
+
+/// What `maptest fragment all` leaves free, in MiB: the kernel's watermarks and the free
+/// memory of zones that ordinary allocations may not use (ZONE_DMA), with room to spare, so
+/// that nothing is reclaimed or killed.
+fn margin_mib() -> Option<u64> {
+    Some(24 + meminfo_kib("MemTotal")? / 1024 / 16)
+}
+
+/// How much to take: `MIB` or `all`.
+pub enum Size {
+    Mib(usize),
+    All,
+}
+
+/// Takes the memory, gives every other page back in a scattered order, and holds the rest
+/// until standard input ends (or, with `release_after`, until vmalloc'ed memory has grown by
+/// that many MiB).
+pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
+    let mib = match size {
+        Size::Mib(mib) => mib,
+        // All free memory but a margin the kernel keeps for itself (its watermarks).
+        Size::All => match (meminfo_kib("MemFree"), margin_mib()) {
+            (Some(free), Some(margin)) if free / 1024 > margin => (free / 1024 - margin) as usize,
+            _ => return Err("fragment: too little free memory, or no /proc/meminfo".into()),
+        },
+    };
+    let len = mib << 20;
+    let opts = MapOptions {
+        write: true,
+        populate: true,
+        ..MapOptions::default()
+    };
+    let taken =
+        Mapping::anonymous(len, opts).or_fail(format_args!("fragment: mmap of {mib} MiB"))?;
+    let pages = len / PAGE_SIZE;
+    // Give back every other page (the odd ones), in bit-reversed order of their index: the
+    // kernel's per-CPU free list is last in, first out, so the next allocations on this CPU
+    // get frames that are neither neighbours nor in order.
+    let half = pages / 2;
+    let bits = half.next_power_of_two().trailing_zeros();
+    for k in 0..half.next_power_of_two() {
+        let i = if bits == 0 {
+            0
+        } else {
+            k.reverse_bits() >> (usize::BITS - bits)
+        };
+        if i < half {
+            taken
+                .madvise((2 * i + 1) * PAGE_SIZE, PAGE_SIZE, Advice::LinuxDontNeed)
+                .or_fail("fragment: madvise")?;
+        }
+    }
+    let mut held = Some(taken);
+    let watcher = release_after.map(|mib| {
+        let taken = held.take().expect("the memory is still held");
+        let base = meminfo_kib("VmallocUsed").unwrap_or(0);
+        std::thread::spawn(move || release_after_vmalloc(taken, base, mib as u64))
+    });
+    println!(
+        "fragment: took {} pages, gave back every other one ({}) in a scattered order; \
+         holding the rest. ready",
+        pages,
+        pages / 2
+    );
+    // Keep the taken pages until told; exiting gives them back.
+    let _ = io::copy(&mut io::stdin(), &mut io::sink());
+    drop((watcher, held));
+    Ok(())
+}
+
+/// Waits until `VmallocUsed` of /proc/meminfo has grown by `mib` MiB from `base` KiB, then
+/// prints /proc/buddyinfo and unmaps the fragmenter's memory, `taken`.
+///
+/// Why: a large vmalloc takes every free block of two pages or more, and with free memory cut
+/// into single pages the next allocation of two pages in a row (the rest of the driver's load
+/// makes some) finds none. Without compaction (the guest kernels have none) the kernel would
+/// call the OOM killer. vmalloc'ed memory is counted once all its pages are in, and the
+/// driver then fills its buffer before it allocates anything else, which gives this thread,
+/// on another CPU, the time to give the memory back.
+///
+/// Polling must not need such a block itself: opening a file allocates (a path buffer, and a
+/// page-sized buffer for a /proc file's first read, two pages in a row on a KASAN kernel). So
+/// both files are opened, and read once, before the vmalloc, and then only read again from
+/// the start (`pread`), which reuses the kernel's buffer, into buffers of this thread's own.
+fn release_after_vmalloc(taken: Mapping, base: u64, mib: u64) {
+    // Poll from another CPU than the fragmenter's (and insmod's) CPU 0, if there is one.
+    let mut cpus = CpuSet::new();
+    cpus.set(1);
+    let _ = sched_setaffinity(None, &cpus);
+    let (Ok(meminfo), Ok(buddyinfo)) = (File::open("/proc/meminfo"), File::open("/proc/buddyinfo"))
+    else {
+        eprintln!("maptest: fragment: cannot open /proc/meminfo or /proc/buddyinfo");
+        return;
+    };
+    let mut text = vec![0u8; 16384];
+    let mut buddy = vec![0u8; 16384];
+    // The first reads allocate the kernel's buffers, while there is memory to spare.
+    let _ = buddyinfo.read_at(&mut buddy, 0);
+    loop {
+        let n = meminfo.read_at(&mut text, 0).unwrap_or(0);
+        let used = std::str::from_utf8(&text[..n])
+            .ok()
+            .and_then(|t| meminfo_field(t, "VmallocUsed"));
+        if used.is_some_and(|used| used >= base + (mib << 10)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // What the vmalloc left of the free blocks, before they merge again.
+    let n = buddyinfo.read_at(&mut buddy, 0).unwrap_or(0);
+    if let Err(e) = taken.unmap() {
+        eprintln!("maptest: fragment: munmap: {e}");
+    }
+    println!("fragment: vmalloc'ed memory grew by {mib} MiB; /proc/buddyinfo then:");
+    print!("{}", String::from_utf8_lossy(&buddy[..n]));
+    println!("fragment: gave all memory back");
+}
