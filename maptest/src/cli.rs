@@ -87,26 +87,21 @@ impl Cli {
     /// The message for an argument the program does not take.
     pub fn unexpected(arg: Arg<'_>) -> String {
         match arg {
-            Arg::Short(c) => format!("unknown option -{c} (see --help)"),
-            Arg::Long(name) => format!("unknown option --{name} (see --help)"),
-            Arg::Value(v) => format!("unexpected argument {v:?} (see --help)"),
+            Arg::Short(c) => format!("unknown option -{c}"),
+            Arg::Long(name) => format!("unknown option --{name}"),
+            Arg::Value(v) => format!("unexpected argument {v:?}"),
         }
     }
 
-    /// Prints `PROGRAM: msg` as a usage error and gives the exit status for it, 2.
+    /// Prints `PROGRAM: msg (see --help)` as a usage error and gives the exit status for it, 2.
     pub fn usage_error(&self, msg: impl Display) -> ExitCode {
         usage_error(self.prog, msg)
     }
 }
 
-/// Prints `prog: msg` as a usage error and gives the exit status for it, 2.
+/// Prints `prog: msg (see --help)` as a usage error and gives the exit status for it, 2.
 pub fn usage_error(prog: &str, msg: impl Display) -> ExitCode {
-    let msg = msg.to_string();
-    if msg.ends_with(')') {
-        eprintln!("{prog}: {msg}");
-    } else {
-        eprintln!("{prog}: {msg} (see --help)");
-    }
+    eprintln!("{prog}: {msg} (see --help)");
     ExitCode::from(2)
 }
 
@@ -115,7 +110,7 @@ fn describe(e: &lexopt::Error) -> String {
         lexopt::Error::MissingValue {
             option: Some(option),
         } => format!("{option} needs a value"),
-        lexopt::Error::UnexpectedOption(o) => format!("unknown option {o} (see --help)"),
+        lexopt::Error::UnexpectedOption(o) => format!("unknown option {o}"),
         lexopt::Error::UnexpectedValue { option, .. } => format!("{option} takes no value"),
         other => other.to_string(),
     }
@@ -146,14 +141,8 @@ mod tests {
         assert!(parse(&["--n", "x"])
             .unwrap_err()
             .starts_with("--n: bad value \"x\""));
-        assert_eq!(
-            parse(&["--bogus"]).unwrap_err(),
-            "unknown option --bogus (see --help)"
-        );
-        assert_eq!(
-            parse(&["-x"]).unwrap_err(),
-            "unknown option -x (see --help)"
-        );
+        assert_eq!(parse(&["--bogus"]).unwrap_err(), "unknown option --bogus");
+        assert_eq!(parse(&["-x"]).unwrap_err(), "unknown option -x");
         assert_eq!(parse(&["--flag=1"]).unwrap_err(), "--flag takes no value");
     }
 }

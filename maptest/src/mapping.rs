@@ -301,8 +301,9 @@ impl Mapping {
 
     /// Sets every byte of the (writable) mapping to `value`.
     pub fn fill(&self, value: u8) {
-        // SAFETY: The range is the whole mapping; no reference points into it (`as_slice`'s
-        // callers promise nothing writes while theirs lives, and `&self` here is not one).
+        // SAFETY: The range is the whole mapping, mapped while `self` lives; by the type
+        // invariant no reference points into it but those of `as_slice`, whose callers promise
+        // that nothing writes while theirs lives. A read-only mapping faults: a signal.
         unsafe { self.ptr.as_ptr().write_bytes(value, self.len) }
     }
 

@@ -31,7 +31,7 @@ fn run(exe: &str, args: &[&str]) -> Output {
         .expect("the program runs")
 }
 
-/// Exit status 2 and exactly one line on stderr, starting with the program's name.
+/// Exit status 2 and exactly one line on stderr: the program's name, the problem, `(see --help)`.
 fn usage_error(name: &str, out: &Output, what: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{name} {what}: {err}");

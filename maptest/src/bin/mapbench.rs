@@ -120,9 +120,7 @@ fn parse(mut cli: Cli) -> Result<Option<Opts>> {
         let name = match arg {
             Arg::Short('h') | Arg::Long("help") => return Ok(None),
             Arg::Long(name) if has(flags, name) || has(values, name) => name.to_owned(),
-            Arg::Long(name) => {
-                return Err(format!("unknown option --{name} for {cmd} (see --help)"))
-            }
+            Arg::Long(name) => return Err(format!("unknown option --{name} for {cmd}")),
             other => return Err(Cli::unexpected(other)),
         };
         let opt = format!("--{name}");

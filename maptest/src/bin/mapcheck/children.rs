@@ -7,7 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use maptest::errors::{describe, one_line, signal_name};
+use maptest::errors::{describe, one_line};
 use maptest::process::{self, exit_now, fork, set_nonblocking, Forked, Pid};
 use maptest::OrFail;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -103,25 +103,18 @@ impl Child {
             let _ = (&self.reason).read_to_end(&mut text);
         }
         let reason = one_line(&String::from_utf8_lossy(&text));
-        if let Some(code) = status.exit_status() {
-            match code {
-                0 => Ok(()),
-                _ if !reason.is_empty() => Err(reason),
-                code => Err(format!("exited with status {code}")),
-            }
-        } else if let Some(sig) = status.terminating_signal() {
-            let mut killed = format!("killed by signal {sig} ({})", signal_name(sig));
-            if sig == libc::SIGALRM {
-                killed = format!("timed out after {TEST_TIMEOUT_SECS} s ({killed})");
-            }
-            Err(if reason.is_empty() {
-                killed
-            } else {
-                format!("{reason} ({killed})")
-            })
-        } else {
-            Err(format!("unexpected wait status {:#x}", status.as_raw()))
+        let Some(mut problem) = process::status_problem(status) else {
+            return Ok(());
+        };
+        if status.terminating_signal() == Some(libc::SIGALRM) {
+            problem = format!("timed out after {TEST_TIMEOUT_SECS} s ({problem})");
         }
+        Err(match (reason.is_empty(), status.exit_status()) {
+            (true, _) => problem,
+            // A test that failed says why, and exits with status 1.
+            (false, Some(_)) => reason,
+            (false, None) => format!("{reason} ({problem})"),
+        })
     }
 }
 

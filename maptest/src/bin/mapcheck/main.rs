@@ -104,7 +104,7 @@ fn parse_args(cli: &mut Cli) -> Result<Option<Args>, String> {
                 let name = name.string().map_err(|e| e.to_string())?;
                 let mut known = harness::TESTS.iter().chain(harness::FAULT_AROUND_TESTS);
                 if !known.any(|t| t.name == name) {
-                    return Err(format!("no test named {name:?} (see --list)"));
+                    return Err(format!("no test named {name:?}; --list shows the names"));
                 }
                 args.names.push(name);
             }

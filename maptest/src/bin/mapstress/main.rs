@@ -182,11 +182,11 @@ fn parse_args(cli: &mut Cli) -> Result<Command, String> {
         };
         opts.push((valued, Some(cli.string(valued)?)));
     }
-    let mode = mode.ok_or("no mode given: stress or fuzz (see --help)")?;
+    let mode = mode.ok_or("no mode given: stress or fuzz")?;
     let allowed: &[&str] = match mode.as_str() {
         "stress" => &["--procs", "--threads", "--seconds", "--seed"],
         "fuzz" => &["--iterations", "--seconds", "--seed", "--trace"],
-        m => return Err(format!("unknown mode {m:?}: stress or fuzz (see --help)")),
+        m => return Err(format!("unknown mode {m:?}: stress or fuzz")),
     };
     let mut procs = 8;
     let mut threads = 4;
@@ -196,7 +196,7 @@ fn parse_args(cli: &mut Cli) -> Result<Command, String> {
     let mut trace = false;
     for (name, value) in opts {
         if !allowed.contains(&name) {
-            return Err(format!("{name} is not an option of {mode} (see --help)"));
+            return Err(format!("{name} is not an option of {mode}"));
         }
         let v = value.as_deref().unwrap_or("");
         match name {

@@ -114,11 +114,11 @@ fn demo_main(mut cli: Cli) -> Result<ExitCode, String> {
             Arg::Short('q') | Arg::Long("quiet") => args.quiet = true,
             Arg::Short('h') | Arg::Long("help") => return Ok(help()),
             Arg::Value(v) if file.is_none() => file = Some(v.string().map_err(|e| e.to_string())?),
-            Arg::Value(_) => return Err("more than one FILE given (see --help)".into()),
+            Arg::Value(_) => return Err("more than one FILE given".into()),
             other => return Err(Cli::unexpected(other)),
         }
     }
-    args.file = file.ok_or("no FILE given (see --help)")?;
+    args.file = file.ok_or("no FILE given")?;
     Ok(match demo::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -139,18 +139,21 @@ fn walk_main(mut cli: Cli) -> Result<Outcome, String> {
             other => return Err(Cli::unexpected(other)),
         }
     }
-    Ok((|| {
-        let w = pagewalk::parse(&debugfs::read(PAGEWALK_PATH)?)
-            .map_err(|e| format!("{PAGEWALK_PATH}: {e}"))?;
-        print!("{}", w.render(rows));
-        let mut pfns: Vec<u64> = w.rows.iter().map(|r| r.pfn).collect();
-        pfns.sort_unstable();
-        pfns.dedup();
-        if pfns.len() != w.rows.len() {
-            return Err("two pages of the buffer translate to the same frame".into());
-        }
-        Ok(())
-    })())
+    Ok(show_walk(rows))
+}
+
+/// Shows the driver's page walk of its buffer; fails if two pages share a frame.
+fn show_walk(rows: usize) -> Outcome {
+    let w = pagewalk::parse(&debugfs::read(PAGEWALK_PATH)?)
+        .map_err(|e| format!("{PAGEWALK_PATH}: {e}"))?;
+    print!("{}", w.render(rows));
+    let mut pfns: Vec<u64> = w.rows.iter().map(|r| r.pfn).collect();
+    pfns.sort_unstable();
+    pfns.dedup();
+    if pfns.len() != w.rows.len() {
+        return Err("two pages of the buffer translate to the same frame".into());
+    }
+    Ok(())
 }
 
 /// `maptest layout`.
@@ -160,12 +163,15 @@ fn layout_main(mut cli: Cli) -> Result<Outcome, String> {
         Some(arg) => return Err(Cli::unexpected(arg)),
         None => {}
     }
-    Ok((|| {
-        let l = layout::parse(&debugfs::read(LAYOUT_PATH)?)
-            .map_err(|e| format!("{LAYOUT_PATH}: {e}"))?;
-        print!("{}", l.render());
-        Ok(())
-    })())
+    Ok(show_layout())
+}
+
+/// Shows the kernel's address-space layout from the driver's file.
+fn show_layout() -> Outcome {
+    let l =
+        layout::parse(&debugfs::read(LAYOUT_PATH)?).map_err(|e| format!("{LAYOUT_PATH}: {e}"))?;
+    print!("{}", l.render());
+    Ok(())
 }
 
 /// `maptest maps [FILE]`.
