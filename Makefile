@@ -27,10 +27,17 @@
 #   make KDIR=/path run    boot your kernel instead of building one
 #
 # LLVM selects the kernel's LLVM toolchain: -19 (clang-19, the default) or 1.
+# ARCH selects the guest's architecture: the host's by default, or arm64
+# (also aarch64), cross-built with LLVM and booted on QEMU's virt machine:
+#   make run ARCH=arm64, make test ARCH=arm64, make ARCH=arm64 KDIR=...
 
 KDIR ?=
 LLVM ?= -19
-export KDIR LLVM
+ifeq ($(ARCH),aarch64)
+override ARCH := arm64
+endif
+export KDIR LLVM ARCH
+HOST_ARCH := $(patsubst aarch64,arm64,$(shell uname -m))
 
 # `make install` is for the running kernel unless KDIR names another.
 ifeq ($(KDIR),)
@@ -57,7 +64,8 @@ all: modules
 # The module is built out of the source tree (the kernel's MO=), into
 # build/module: the tree stays clean, so `make run` and `make test` (which
 # build into build/module-FLAVOUR) work after it.
-MO ?= $(CURDIR)/build/module
+# (build/module-arm64 for an arm64 module built on another host).
+MO ?= $(CURDIR)/build/module$(if $(filter-out $(HOST_ARCH) x86 x86_64,$(or $(ARCH),$(HOST_ARCH))),-$(ARCH))
 
 modules:
 ifeq ($(KDIR),)
@@ -115,7 +123,7 @@ kernel-debug:
 	@scripts/build-kernel debug
 
 maptest:
-	cd maptest && cargo build --release --locked --target x86_64-unknown-linux-musl
+	@bash -c 'source scripts/lib.sh && maptest_build && echo "maptest/target/$$MAPDRV_RUST_TARGET/release/"'
 
 clean:
 	rm -rf build rust-project.json

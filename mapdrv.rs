@@ -252,7 +252,7 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
     let Some(mode) = pagewalk::paging_mode() else {
         return writeln!(f, "# mapdrv page walk: not available on this architecture");
     };
-    writeln!(f, "# mapdrv page walk: x86_64, {mode}")?;
+    writeln!(f, "# mapdrv page walk: {}, {mode}", pagewalk::ARCH)?;
     writeln!(f, "# pages: {}", buffer.pages())?;
     for i in 0..buffer.pages() {
         let (Some(addr), Some(walk)) = (buffer.page_addr(i), buffer.walk(i)) else {
@@ -261,7 +261,7 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
         write!(f, "page={i} vaddr={addr:#x}")?;
         match walk {
             Ok(t) => {
-                for level in [Level::Pgd, Level::P4d, Level::Pud, Level::Pmd, Level::Pte] {
+                for level in Level::ALL {
                     match t.entry(level) {
                         Some(e) => write!(f, " {e}")?,
                         None => write!(f, " {}=folded", level.name())?,
@@ -607,7 +607,7 @@ impl Drop for MapDrv {
 #[kunit_tests(mapdrv_pagewalk)]
 mod tests {
     use super::*;
-    use pagewalk::{Entry, PagingMode, WalkError};
+    use pagewalk::WalkError;
 
     /// Fails the calling test with `EIO`, naming the condition, if it does not hold. (A panic
     /// would bring the kernel down; KUnit's own `assert!` exists only inside `#[test]` bodies.)
@@ -669,14 +669,15 @@ mod tests {
         };
         let buffer = KBox::pin_init(VmallocBuffer::new(1, GFP_KERNEL, fill)?, GFP_KERNEL)?;
         let t = buffer.walk(0).ok_or(EIO)?.map_err(|_| EIO)?;
-        let levels = t.entries().count();
-        check!(levels == (if mode == PagingMode::FiveLevel { 5 } else { 4 }));
-        check!(t.entry(Level::P4d).is_some() == (mode == PagingMode::FiveLevel));
-        // Each index is the right 9 bits of the address.
+        check!(t.entries().count() == mode.levels() as usize);
+        for level in Level::ALL {
+            check!(t.entry(level).is_some() != mode.folded(level));
+        }
+        // Each index is the level's bits of the address (9 of them with 4 KiB pages).
         let addr = buffer.page_addr(0).ok_or(EIO)? as u64;
-        check!(t.entry(Level::Pte).ok_or(EIO)?.index as u64 == (addr >> 12) & 511);
-        check!(t.entry(Level::Pmd).ok_or(EIO)?.index as u64 == (addr >> 21) & 511);
-        check!(t.entry(Level::Pud).ok_or(EIO)?.index as u64 == (addr >> 30) & 511);
+        for (level, shift, bits) in mode.walked() {
+            check!(t.entry(level).ok_or(EIO)?.index as u64 == (addr >> shift) & ((1 << bits) - 1));
+        }
         Ok(())
     }
 
@@ -706,34 +707,11 @@ mod tests {
         }
         let buffer = KBox::pin_init(VmallocBuffer::new(1, GFP_KERNEL, fill)?, GFP_KERNEL)?;
         let guard = buffer.page_addr(0).ok_or(EIO)? + PAGE_SIZE;
-        // SAFETY: The guard page belongs to the live vmalloc area of `buffer`; x86 never frees
-        // the vmalloc area's page tables, so the walk reads only live tables.
+        // SAFETY: The guard page belongs to the live vmalloc area of `buffer`; the kernel does
+        // not free the page tables of the vmalloc area (x86_64, arm64), so the walk reads only
+        // live tables.
         let result = unsafe { pagewalk::walk(guard) };
         check!(matches!(result, Err(WalkError::NotPresent(_))));
-        Ok(())
-    }
-
-    #[test]
-    fn entry_flags_decode() -> Result {
-        let e = Entry {
-            level: Level::Pte,
-            index: 3,
-            raw: 0x8000_0000_0123_4163,
-        };
-        check!(e.present() && e.writable() && !e.user() && e.nx() && e.global() && !e.huge());
-        let pmd = Entry {
-            level: Level::Pmd,
-            index: 0,
-            raw: 0x0000_0000_0020_00e3,
-        };
-        check!(pmd.huge() && !pmd.nx());
-        // The PS bit means nothing at the PTE level (it is PAT there).
-        let pte = Entry {
-            level: Level::Pte,
-            index: 0,
-            raw: 0x83,
-        };
-        check!(!pte.huge());
         Ok(())
     }
 }

@@ -74,7 +74,7 @@ pub fn show(f: &mut fmt::Formatter<'_>, buffer: (usize, usize)) -> fmt::Result {
     let (Some(regions), Some(mode)) = (regions(), pagewalk::paging_mode()) else {
         return writeln!(f, "# mapdrv layout: not available on this architecture");
     };
-    writeln!(f, "# mapdrv layout: x86_64, {mode}")?;
+    writeln!(f, "# mapdrv layout: {}, {mode}", pagewalk::ARCH)?;
     for r in &regions {
         writeln!(
             f,
@@ -177,7 +177,6 @@ impl Drop for FreePage {
 #[cfg(target_arch = "x86_64")]
 mod arch {
     use super::*;
-    use pagewalk::PagingMode;
 
     /// Where the kernel image is mapped (`__START_KERNEL_map`).
     const START_KERNEL_MAP: usize = 0xffff_ffff_8000_0000;
@@ -191,7 +190,7 @@ mod arch {
     const VMALLOC_PART: usize = if cfg!(CONFIG_KMSAN) { 4 } else { 1 };
 
     pub(super) fn regions() -> Option<[Region; 5]> {
-        let five = pagewalk::paging_mode()? == PagingMode::FiveLevel;
+        let five = pagewalk::paging_mode()?.levels() == 5;
         // SAFETY: The bases are set during early boot and read-only afterwards. `high_memory`,
         // the end of the direct map's memory, grows with memory hotplug: a volatile read
         // (READ_ONCE) sees a whole value, possibly a stale one.

@@ -2,24 +2,31 @@
 
 //! Walking the kernel page tables by hand.
 //!
-//! The MMU turns a virtual address into a physical one by walking a tree of page tables. On
-//! x86_64 with 4-level paging the tree has four levels, PGD → PUD → PMD → PTE (the kernel's P4D
-//! level is folded into the PGD); with 5-level paging (`LA57`) there are five, PGD → P4D → PUD →
-//! PMD → PTE. Each level takes 9 bits of the address as an index into a table of 512 entries of
-//! 8 bytes; an entry holds the physical address of the next table and flags. A present PUD or
-//! PMD entry with the PS bit maps a huge page (1 GiB or 2 MiB) directly. The last 12 bits of
-//! the address are the offset in the 4 KiB page.
+//! The MMU turns a virtual address into a physical one by walking a tree of page tables. Each
+//! level takes some bits of the address (9 with 4 KiB pages) as an index into a table of
+//! 8-byte entries; an entry holds the physical address of the next table, or of the page
+//! itself, and flags. The kernel names the levels PGD → P4D → PUD → PMD → PTE; a machine with
+//! fewer levels folds the missing ones away (with 4 levels, the P4D). An entry above the PTE
+//! level may also map a large block directly (a huge page: 2 MiB at the PMD, 1 GiB at the PUD
+//! with 4 KiB pages).
 //!
 //! [`walk`] does that walk in software for a kernel virtual address, level by level, from the
-//! page tables the CPU uses now (`CR3`; their kernel half is the same in every process), and
-//! reports every entry it read. The kernel's own `vmalloc_to_page()` does the same walk; the
-//! driver compares the two.
+//! root of the kernel's page tables that the CPU uses now, and reports every entry it read. The
+//! kernel's own `vmalloc_to_page()` does the same walk; the driver compares the two. Tables are
+//! read through the kernel's linear map of physical memory (the direct map), which also gives
+//! every page frame a second kernel address ([`Translation::direct_map_addr`]).
 //!
-//! Page tables are read through the kernel's direct map of physical memory, at
-//! `page_offset_base + physical address`; the same map gives every page frame a second,
-//! linear kernel address ([`Translation::direct_map_addr`]).
+//! What differs between architectures is kept in one module each, behind the same interface:
 //!
-//! Only x86_64 has an implementation; elsewhere [`walk`] returns [`WalkError::Unsupported`].
+//! - **x86_64** (`pagewalk/x86_64.rs`): the root is in `CR3`; 4-level or, with `LA57`, 5-level
+//!   paging; entries carry P, W, U, NX, G and PS (huge) bits.
+//! - **arm64** (`pagewalk/arm64.rs`): kernel addresses are translated through `TTBR1_EL1`, whose
+//!   tables are `swapper_pg_dir`; `TCR_EL1` gives the granule and the address size, hence the
+//!   levels; descriptors are table, block or page descriptors with access permissions (AP),
+//!   shareability (SH), a memory-attribute index (AttrIndx), the access flag (AF), PXN/UXN,
+//!   nG and the contiguous hint.
+//!
+//! Elsewhere [`walk`] returns [`WalkError::Unsupported`].
 //!
 //! # Examples
 //!
@@ -38,22 +45,40 @@
 
 use core::fmt;
 
+#[cfg(target_arch = "x86_64")]
+#[path = "pagewalk/x86_64.rs"]
+mod arch;
+
+#[cfg(target_arch = "aarch64")]
+#[path = "pagewalk/arm64.rs"]
+mod arch;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[path = "pagewalk/none.rs"]
+mod arch;
+
+/// The architecture's name as the kernel spells it (`x86_64`, `arm64`), or `none`.
+pub const ARCH: &str = arch::NAME;
+
 /// A level of the page table tree.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Level {
     /// Page Global Directory: the root.
     Pgd,
-    /// Page 4th-level Directory: only a level of its own with 5-level paging.
+    /// Page 4th-level Directory: only a level of its own with 5 levels.
     P4d,
-    /// Page Upper Directory: a huge entry here maps 1 GiB.
+    /// Page Upper Directory: a huge entry here maps 1 GiB (with 4 KiB pages).
     Pud,
-    /// Page Middle Directory: a huge entry here maps 2 MiB.
+    /// Page Middle Directory: a huge entry here maps 2 MiB (with 4 KiB pages).
     Pmd,
-    /// Page Table Entry: maps one 4 KiB page.
+    /// Page Table Entry: maps one page.
     Pte,
 }
 
 impl Level {
+    /// Every level, from the root down.
+    pub const ALL: [Level; 5] = [Level::Pgd, Level::P4d, Level::Pud, Level::Pmd, Level::Pte];
+
     /// The name used in the kernel's sources, in lower case.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,27 +89,115 @@ impl Level {
             Level::Pte => "pte",
         }
     }
+
+    fn upper_name(self) -> &'static str {
+        match self {
+            Level::Pgd => "PGD",
+            Level::P4d => "P4D",
+            Level::Pud => "PUD",
+            Level::Pmd => "PMD",
+            Level::Pte => "PTE",
+        }
+    }
 }
 
-/// The paging mode the CPU runs in.
+/// The geometry of the page tables the CPU walks for kernel addresses.
+///
+/// # Invariants
+///
+/// `2 <= levels <= 5`, `page_shift > 3`, and `va_bits` leaves the root level between 1 and
+/// `page_shift - 3` index bits: `(levels - 1) * (page_shift - 3) + page_shift < va_bits <=
+/// levels * (page_shift - 3) + page_shift`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PagingMode {
-    /// 48-bit virtual addresses: PGD → PUD → PMD → PTE (P4D folded into the PGD).
-    FourLevel,
-    /// 57-bit virtual addresses (`LA57`): PGD → P4D → PUD → PMD → PTE.
-    FiveLevel,
+pub struct PagingMode {
+    levels: u32,
+    va_bits: u32,
+    page_shift: u32,
+}
+
+impl PagingMode {
+    /// The geometry of `levels` levels of tables translating `va_bits`-bit addresses into
+    /// pages of `1 << page_shift` bytes, or `None` if those do not fit together.
+    pub const fn new(levels: u32, va_bits: u32, page_shift: u32) -> Option<Self> {
+        if levels < 2 || levels > 5 || page_shift <= 3 || page_shift > 16 {
+            return None;
+        }
+        let bits = page_shift - 3;
+        let top_shift = page_shift + (levels - 1) * bits;
+        if va_bits <= top_shift || va_bits > top_shift + bits {
+            return None;
+        }
+        Some(Self {
+            levels,
+            va_bits,
+            page_shift,
+        })
+    }
+
+    /// How many levels of tables the walk reads.
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+
+    /// How many bits of a kernel address the tables translate.
+    pub fn va_bits(&self) -> u32 {
+        self.va_bits
+    }
+
+    /// The page size (the granule) in bytes.
+    pub fn page_size(&self) -> u64 {
+        1 << self.page_shift
+    }
+
+    /// Whether the kernel's `level` is folded away, i.e. not a table of its own.
+    pub fn folded(&self, level: Level) -> bool {
+        !self.walked().any(|(l, _, _)| l == level)
+    }
+
+    /// The levels walked, from the root down, each with the lowest address bit its index
+    /// takes and the number of index bits. The root is always the PGD and the last level the
+    /// PTE; the kernel folds the P4D first, then the PUD, then the PMD.
+    pub fn walked(&self) -> impl Iterator<Item = (Level, u32, u32)> + '_ {
+        let bits = self.page_shift - 3;
+        // Below the root: the last `levels - 1` of P4D, PUD, PMD, PTE.
+        let below = &Level::ALL[1..][(5 - self.levels) as usize..];
+        let top_shift = self.page_shift + (self.levels - 1) * bits;
+        core::iter::once((Level::Pgd, top_shift, self.va_bits - top_shift)).chain(
+            below
+                .iter()
+                .enumerate()
+                .map(move |(i, &l)| (l, top_shift - (i as u32 + 1) * bits, bits)),
+        )
+    }
 }
 
 impl fmt::Display for PagingMode {
+    /// `4-level paging (PGD -> PUD -> PMD -> PTE; P4D folded), 4 KiB pages, 48-bit addresses`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PagingMode::FourLevel => {
-                f.write_str("4-level paging (PGD -> PUD -> PMD -> PTE; P4D folded)")
+        write!(f, "{}-level paging (", self.levels())?;
+        for (i, (level, _, _)) in self.walked().enumerate() {
+            if i > 0 {
+                f.write_str(" -> ")?;
             }
-            PagingMode::FiveLevel => {
-                f.write_str("5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)")
-            }
+            f.write_str(level.upper_name())?;
         }
+        let mut folded = Level::ALL.iter().filter(|&&l| self.folded(l)).peekable();
+        if folded.peek().is_some() {
+            f.write_str("; ")?;
+            for (i, l) in folded.enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                f.write_str(l.upper_name())?;
+            }
+            f.write_str(" folded")?;
+        }
+        write!(
+            f,
+            "), {} KiB pages, {}-bit addresses",
+            self.page_size() / 1024,
+            self.va_bits()
+        )
     }
 }
 
@@ -95,82 +208,16 @@ impl kernel::fmt::Display for PagingMode {
     }
 }
 
-/// One page table entry read during a walk.
+/// One page table entry read during a walk. What its bits mean is the architecture's: see
+/// the methods of the architecture's module, and its `Display`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The level of the table the entry is in.
     pub level: Level,
-    /// The entry's index in its table (9 bits of the address).
+    /// The entry's index in its table (some bits of the address).
     pub index: usize,
     /// The entry as the MMU sees it.
     pub raw: u64,
-}
-
-// x86_64 page table entry bits.
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const HUGE: u64 = 1 << 7;
-const GLOBAL: u64 = 1 << 8;
-const NX: u64 = 1 << 63;
-/// Bits 12 to 51: the physical address of the next table or of the page.
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
-
-impl Entry {
-    /// The MMU may use the entry.
-    pub fn present(&self) -> bool {
-        self.raw & PRESENT != 0
-    }
-    /// Writes are allowed (if every level above allows them).
-    pub fn writable(&self) -> bool {
-        self.raw & WRITABLE != 0
-    }
-    /// User mode may access the memory (never for the kernel's own mappings).
-    pub fn user(&self) -> bool {
-        self.raw & USER != 0
-    }
-    /// Instruction fetches are forbidden.
-    pub fn nx(&self) -> bool {
-        self.raw & NX != 0
-    }
-    /// The translation survives a `CR3` switch (kernel mappings).
-    pub fn global(&self) -> bool {
-        self.raw & GLOBAL != 0 && (self.level == Level::Pte || self.huge())
-    }
-    /// The entry maps a huge page instead of pointing to a table (PUD and PMD only).
-    pub fn huge(&self) -> bool {
-        matches!(self.level, Level::Pud | Level::Pmd) && self.raw & HUGE != 0
-    }
-}
-
-impl fmt::Display for Entry {
-    /// `pte[291]=0x8000000004567163(P,W,NX,G)`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}[{}]={:#018x}(",
-            self.level.name(),
-            self.index,
-            self.raw
-        )?;
-        let flags = [
-            (self.present(), "P"),
-            (self.writable(), "W"),
-            (self.user(), "U"),
-            (self.nx(), "NX"),
-            (self.global(), "G"),
-            (self.huge(), "HUGE"),
-        ];
-        let mut first = true;
-        for (_, name) in flags.iter().filter(|(set, _)| *set) {
-            if !first {
-                f.write_str(",")?;
-            }
-            f.write_str(name)?;
-            first = false;
-        }
-        f.write_str(")")
-    }
 }
 
 /// The result of a walk: every entry read, and where it led.
@@ -179,7 +226,7 @@ pub struct Translation {
     entries: [Option<Entry>; 5],
     /// The physical address the virtual address translates to.
     pub phys: u64,
-    /// The size of the page that maps it: 4 KiB, or 2 MiB or 1 GiB for a huge page.
+    /// The size of the page or block that maps it: a page, or a huge page.
     pub page_size: u64,
 }
 
@@ -194,29 +241,35 @@ impl Translation {
         self.entries().find(|e| e.level == level)
     }
 
-    /// The page frame number: the physical address in 4 KiB pages.
+    /// The page frame number: the physical address in pages.
     pub fn pfn(&self) -> u64 {
-        self.phys >> 12
+        self.phys >> kernel::page::PAGE_SHIFT
     }
 
     /// The address of the frame's `struct page` in the kernel's `vmemmap` array.
     pub fn page_ptr(&self) -> usize {
-        arch::vmemmap_base() + self.pfn() as usize * core::mem::size_of::<kernel::bindings::page>()
+        arch::vmemmap_base()
+            .wrapping_add(self.pfn() as usize * core::mem::size_of::<kernel::bindings::page>())
     }
 
     /// The kernel virtual address of the same byte in the direct map of physical memory.
     pub fn direct_map_addr(&self) -> usize {
-        arch::page_offset_base() + self.phys as usize
+        arch::phys_to_virt(self.phys)
     }
 }
 
 /// Why a walk stopped.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum WalkError {
-    /// The entry at this level is not present: nothing is mapped at the address.
+    /// The entry at this level is not valid: nothing is mapped at the address.
     NotPresent(Entry),
-    /// No explicit walk on this architecture.
+    /// No explicit walk on this architecture, or a page table geometry it does not know.
     Unsupported,
+}
+
+/// The paging mode of this CPU, if an explicit walk is implemented here.
+pub fn paging_mode() -> Option<PagingMode> {
+    arch::paging_mode()
 }
 
 /// Translates the kernel virtual address `addr` by walking the page tables in software.
@@ -226,137 +279,31 @@ pub enum WalkError {
 /// `addr` must stay mapped for the duration of the call (for example, it lies in memory the
 /// caller owns), so that the page tables on its path are not freed while they are read.
 pub unsafe fn walk(addr: usize) -> Result<Translation, WalkError> {
-    // SAFETY: Same requirements.
-    unsafe { arch::walk(addr) }
-}
-
-/// The paging mode of this CPU, if an explicit walk is implemented here.
-pub fn paging_mode() -> Option<PagingMode> {
-    arch::paging_mode()
-}
-
-#[cfg(target_arch = "x86_64")]
-mod arch {
-    use super::*;
-    use kernel::bindings;
-
-    /// `CR4.LA57`: 5-level paging is on.
-    const CR4_LA57: u64 = 1 << 12;
-
-    pub(super) fn paging_mode() -> Option<PagingMode> {
-        let cr4: u64;
-        // SAFETY: Reading CR4 has no side effects and is allowed in kernel mode.
-        unsafe {
-            kernel::asm!("movq %cr4, {}"; out(reg) cr4, options(nomem, nostack, preserves_flags))
-        };
-        Some(if cr4 & CR4_LA57 != 0 {
-            PagingMode::FiveLevel
-        } else {
-            PagingMode::FourLevel
-        })
-    }
-
-    pub(super) fn page_offset_base() -> usize {
-        // SAFETY: Set once during early boot, read-only afterwards.
-        unsafe { bindings::page_offset_base }
-    }
-
-    pub(super) fn vmemmap_base() -> usize {
-        // SAFETY: Set once during early boot, read-only afterwards.
-        unsafe { bindings::vmemmap_base }
-    }
-
-    /// Reads entry `index` of the table at physical address `table`.
-    ///
-    /// # Safety
-    ///
-    /// `table` must be the physical address of a live page table and `index < 512`.
-    unsafe fn read_entry(table: u64, index: usize) -> u64 {
-        let ptr = (page_offset_base() + table as usize + index * 8) as *const u64;
-        // SAFETY: The table is live and in the direct map; the MMU and the kernel update entries
-        // with single aligned 8-byte writes, which a volatile read sees whole (READ_ONCE).
-        unsafe { ptr.read_volatile() }
-    }
-
-    /// The x86_64 walk behind [`super::walk`].
-    ///
-    /// # Safety
-    ///
-    /// As for [`super::walk`].
-    pub(super) unsafe fn walk(addr: usize) -> Result<Translation, WalkError> {
-        let mode = paging_mode().ok_or(WalkError::Unsupported)?;
-        let levels: &[(Level, u32)] = match mode {
-            PagingMode::FiveLevel => &[
-                (Level::Pgd, 48),
-                (Level::P4d, 39),
-                (Level::Pud, 30),
-                (Level::Pmd, 21),
-                (Level::Pte, 12),
-            ],
-            PagingMode::FourLevel => &[
-                (Level::Pgd, 39),
-                (Level::Pud, 30),
-                (Level::Pmd, 21),
-                (Level::Pte, 12),
-            ],
-        };
-
-        let cr3: u64;
-        // SAFETY: Reading CR3 has no side effects and is allowed in kernel mode.
-        unsafe {
-            kernel::asm!("movq %cr3, {}"; out(reg) cr3, options(nomem, nostack, preserves_flags))
-        };
-        // The low 12 bits of CR3 are the PCID and cache control, not address.
-        let mut table = cr3 & ADDR_MASK;
-        let mut entries = [None; 5];
-        let addr64 = addr as u64;
-
-        for (slot, &(level, shift)) in levels.iter().enumerate() {
-            let index = ((addr64 >> shift) & 511) as usize;
-            // SAFETY: `table` is the root (CR3) or came from a present entry of the level above
-            // on the path to `addr`, which the caller keeps mapped, so the table is live.
-            let raw = unsafe { read_entry(table, index) };
-            let entry = Entry { level, index, raw };
-            entries[slot] = Some(entry);
-            if !entry.present() {
-                return Err(WalkError::NotPresent(entry));
-            }
-            if level == Level::Pte || entry.huge() {
-                let size = 1u64 << shift;
-                // For a huge page, the entry's address bits below `shift` hold flags (PAT).
-                let base = raw & ADDR_MASK & !(size - 1);
-                return Ok(Translation {
-                    entries,
-                    phys: base | (addr64 & (size - 1)),
-                    page_size: size,
-                });
-            }
-            table = raw & ADDR_MASK;
+    let (mode, mut table) = arch::root().ok_or(WalkError::Unsupported)?;
+    let mut entries = [None; 5];
+    let addr64 = addr as u64;
+    for (slot, (level, shift, bits)) in mode.walked().enumerate() {
+        let index = ((addr64 >> shift) & ((1 << bits) - 1)) as usize;
+        // SAFETY: `table` is the root or came from a valid table entry of the level above on
+        // the path to `addr`, which the caller keeps mapped, so the table is live; `index` is
+        // below the table's `1 << bits` entries.
+        let raw = unsafe { arch::read_entry(table, index) };
+        let entry = Entry { level, index, raw };
+        entries[slot] = Some(entry);
+        if !entry.present() {
+            return Err(WalkError::NotPresent(entry));
         }
-        // Not reached: the PTE level always ends the walk.
-        Err(WalkError::Unsupported)
+        let next = entry.output_address();
+        if level == Level::Pte || entry.huge() {
+            let size = 1u64 << shift;
+            return Ok(Translation {
+                entries,
+                phys: (next & !(size - 1)) | (addr64 & (size - 1)),
+                page_size: size,
+            });
+        }
+        table = next;
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod arch {
-    use super::*;
-
-    pub(super) fn paging_mode() -> Option<PagingMode> {
-        None
-    }
-    pub(super) fn page_offset_base() -> usize {
-        0
-    }
-    pub(super) fn vmemmap_base() -> usize {
-        0
-    }
-    /// No walk on this architecture.
-    ///
-    /// # Safety
-    ///
-    /// None needed; the signature is that of the x86_64 walk.
-    pub(super) unsafe fn walk(_addr: usize) -> Result<Translation, WalkError> {
-        Err(WalkError::Unsupported)
-    }
+    // Not reached: the PTE level always ends the walk.
+    Err(WalkError::Unsupported)
 }

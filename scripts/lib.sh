@@ -20,15 +20,45 @@ BINDGEN_VERSION=0.73.2
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The guest's architecture: ARCH (the kernel's name or the machine's: x86,
+# x86_64, arm64, aarch64), by default the host's. MAPDRV_ARCH is x86_64 or
+# arm64; ARCH is set to the kernel's name for it (x86, as when ARCH is unset,
+# and whose tinyconfig is the one the guest kernel has always been built
+# from; arm64), which the kernel's make and the module's build take from the
+# environment. The rest follows from it:
+#   MAPDRV_RUST_TARGET  the userspace programs' target (static, musl)
+#   MAPDRV_KIMAGE       the kernel image, relative to a kernel build directory
+#   MAPDRV_QEMU         the QEMU system emulator
+case ${ARCH:-$(uname -m)} in
+    x86|x86_64|amd64) MAPDRV_ARCH=x86_64; ARCH=x86
+        MAPDRV_RUST_TARGET=x86_64-unknown-linux-musl
+        MAPDRV_KIMAGE=arch/x86/boot/bzImage
+        MAPDRV_QEMU=qemu-system-x86_64 ;;
+    arm64|aarch64) MAPDRV_ARCH=arm64; ARCH=arm64
+        MAPDRV_RUST_TARGET=aarch64-unknown-linux-musl
+        MAPDRV_KIMAGE=arch/arm64/boot/Image
+        MAPDRV_QEMU=qemu-system-aarch64 ;;
+    *) printf 'error: ARCH=%s: mapdrv builds for x86_64 and arm64\n' "${ARCH:-$(uname -m)}" >&2; exit 1 ;;
+esac
+export ARCH MAPDRV_ARCH MAPDRV_RUST_TARGET MAPDRV_KIMAGE MAPDRV_QEMU
+# The host's own architecture, for what runs on the host (cargo test).
+MAPDRV_HOST_ARCH=$(case $(uname -m) in aarch64) echo arm64 ;; *) uname -m ;; esac)
+# The build directory of everything guest-specific: build/guest for the host's
+# architecture (as before arm64 came), build/guest-arm64 for arm64 on x86_64.
+mapdrv_build_suffix() { [[ $MAPDRV_ARCH == "$MAPDRV_HOST_ARCH" ]] || echo "-$MAPDRV_ARCH"; }
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 jobs_n() { nproc 2>/dev/null || echo 2; }
 
-# apt_private: sets apt_dir and apt_opts, a private apt configuration in the
-# cache for $MAPDRV_KSUITE, on the Debian mirror this machine already uses
-# (its sources list is only read). apt_private_update fetches its lists.
+# apt_private [SUITE [ARCH]]: sets apt_dir and apt_opts, a private apt
+# configuration in the cache for SUITE (default $MAPDRV_KSUITE) and the
+# packages of ARCH (default: the system's), on the Debian mirror this machine
+# already uses (its sources list is only read). apt_private_update fetches
+# its lists.
 apt_private() {
-    apt_dir=$MAPDRV_CACHE/apt
+    local suite=${1:-$MAPDRV_KSUITE} arch=${2:-}
+    apt_dir=$MAPDRV_CACHE/apt${arch:+-$arch}
     mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$apt_dir/debs"
     local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
     # deb822 or one-line format
@@ -39,14 +69,15 @@ apt_private() {
         } | grep -v -e security -e '^$' | head -n 1 || true
     )
     [[ -n $mirror ]] || die "no Debian mirror found in the apt configuration; set MAPDRV_KERNEL_TARBALL instead"
-    echo "deb [signed-by=$keyring] $mirror $MAPDRV_KSUITE main" > "$apt_dir/sources.list"
+    echo "deb [signed-by=$keyring${arch:+ arch=$arch}] $mirror $suite main" > "$apt_dir/sources.list"
     apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=-"
               -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
               -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root"
               -o "Debug::NoLocking=1")
+    [[ -z $arch ]] || apt_opts+=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch")
 }
 apt_private_update() {
-    apt-get "${apt_opts[@]}" -q update >&2 || die "apt-get update of $MAPDRV_KSUITE failed"
+    apt-get "${apt_opts[@]}" -q update >&2 || die "apt-get update of $(cut -d' ' -f4 "$apt_dir/sources.list") failed"
 }
 
 # known_early_death LOG: the console LOG shows the debug kernel's known death
@@ -55,4 +86,13 @@ apt_private_update() {
 # features, and an interrupt then touches the 5-level direct map.
 known_early_death() {
     grep -q 'KASAN: wild-memory-access' "$1" && grep -q 'arch_cpu_finalize_init' "$1"
+}
+
+# maptest_build: builds the userspace programs for the guest,
+# static (musl). rust-lld links them for any target: no cross C toolchain.
+maptest_build() {
+    local linker_var
+    linker_var=CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<< "$MAPDRV_RUST_TARGET")_LINKER
+    (cd "$MAPDRV_ROOT/maptest" && env "$linker_var=rust-lld" \
+        cargo build --quiet --release --locked --target "$MAPDRV_RUST_TARGET")
 }

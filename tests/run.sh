@@ -46,6 +46,15 @@ t() {
 }
 
 fail() { echo "$*"; return 1; }
+# The guest's architecture, as the kernel names it: x86_64 or arm64.
+case $(uname -m) in aarch64) ARCH=arm64 ;; *) ARCH=$(uname -m) ;; esac
+# Tests of something only one architecture has: run there, and said to be
+# skipped elsewhere (a comment line, not a result).
+only_on() { # arch test-name
+    [ "$ARCH" = "$1" ] && return 0
+    want "$2" && echo "# $2: $1 only, skipped on $ARCH"
+    return 1
+}
 loaded() { lsmod | grep -q '^mapdrv '; }
 major_of() { awk '$2 == "mapdrv" { print $1 }' /proc/devices; }
 # The last line the module logged.
@@ -343,10 +352,13 @@ mapstress_run() { # name, module arguments, mapstress arguments...
 
 # --- The explicit page-table walk ------------------------------------------
 
-# The paging mode the guest runs in: 5-level if the CPU has LA57 and the
-# kernel was not told no5lvl.
+# The paging mode the guest runs in. x86_64: 5-level if the CPU has LA57 and
+# the kernel was not told no5lvl. arm64: what the kernel was configured for
+# (qemu/arm64.config: 4 KiB pages, 48-bit addresses).
 expected_mode() {
-    if grep -qw la57 /proc/cpuinfo && ! grep -qw no5lvl /proc/cmdline; then
+    if [ "$ARCH" = arm64 ]; then
+        echo 4-level
+    elif grep -qw la57 /proc/cpuinfo && ! grep -qw no5lvl /proc/cmdline; then
         echo 5-level
     else
         echo 4-level
@@ -362,7 +374,7 @@ pagewalk_matches_kernel() {
         line=$(dmesg | grep 'mapdrv: page walk' | tail -n 1)
         echo "$line" | grep -q "page walk: all $p pages agree with vmalloc_to_page(); $mode paging" \
             || fail "pages=$p: '$line' (expected $mode)" || return 1
-        head -n 1 /sys/kernel/debug/mapdrv/pagewalk | grep -q "x86_64, $mode paging" \
+        head -n 1 /sys/kernel/debug/mapdrv/pagewalk | grep -q "$ARCH, $mode paging" \
             || fail "pagewalk header: $(head -n 1 /sys/kernel/debug/mapdrv/pagewalk)" || return 1
         rows=$(grep -c '^page=' /sys/kernel/debug/mapdrv/pagewalk)
         [ "$rows" = $p ] || fail "pages=$p: pagewalk has $rows rows" || return 1
@@ -375,8 +387,10 @@ pagewalk_matches_kernel() {
 pagewalk_levels() {
     insmod mapdrv.ko pages=2 || return 1
     line=$(grep '^page=1 ' /sys/kernel/debug/mapdrv/pagewalk)
+    # A present (x86_64) or valid (arm64) entry at every level.
+    valid=$([ "$ARCH" = arm64 ] && echo 'V,[A-Z]+[,=A-Za-z]*' || echo 'P[,A-Z]*')
     for l in pgd pud pmd pte; do
-        echo "$line" | grep -qE " $l\[[0-9]+\]=0x[0-9a-f]{16}\(P[,A-Z]*\)" \
+        echo "$line" | grep -qE " $l\[[0-9]+\]=0x[0-9a-f]{16}\($valid\)" \
             || fail "no present $l entry in: $line" || return 1
     done
     if [ "$(expected_mode)" = 5-level ]; then
@@ -384,8 +398,15 @@ pagewalk_levels() {
     else
         echo "$line" | grep -q ' p4d=folded' || fail "p4d not folded with 4-level paging" || return 1
     fi
-    # A kernel data page: writable, not user, not executable.
-    echo "$line" | grep -qE ' pte\[[0-9]+\]=0x[0-9a-f]+\(P,W,NX' || fail "pte flags: $line" || return 1
+    # A kernel data page: writable, not user, not executable; on arm64 a page
+    # descriptor, accessed, normal memory, global, and not executable from
+    # user mode either.
+    if [ "$ARCH" = arm64 ]; then
+        pte_flags='\(V,PAGE,AF,RW,SH=IS,NORMAL,G,[A-Z,]*PXN,UXN\)'
+    else
+        pte_flags='\(P,W,NX'
+    fi
+    echo "$line" | grep -qE " pte\[[0-9]+\]=0x[0-9a-f]+$pte_flags" || fail "pte flags: $line" || return 1
     echo "$line" | grep -qE 'pfn=0x[0-9a-f]+ phys=0x[0-9a-f]+000 struct_page=0x[0-9a-f]+ directmap=0x[0-9a-f]+' \
         || fail "no pfn/phys/struct_page/directmap: $line" || return 1
 }
@@ -540,19 +561,28 @@ pagewalk_no_addresses_in_log() {
 }
 
 kunit_results() {
-    # Not a test itself: the module's KUnit suite ran when it was loaded;
+    # Not a test itself: the module's KUnit suites ran when it was loaded;
     # each case becomes a line of ours. Needs CONFIG_KUNIT (the debug kernel).
-    kunit_filter 'mapdrv_pagewalk.*'
+    # Suites: mapdrv_pagewalk (the walk, on every architecture) and
+    # mapdrv_pagewalk_$ARCH (the architecture's own: descriptor decoding, ...).
+    kunit_filter 'mapdrv_pagewalk*.*'
     insmod mapdrv.ko || { kunit_filter 'no_suite_outside_kunit_results'; notok kunit "insmod failed"; return; }
     kunit_filter 'no_suite_outside_kunit_results'
-    results=/sys/kernel/debug/kunit/mapdrv_pagewalk/results
-    if [ ! -f $results ]; then
+    for suite in mapdrv_pagewalk "mapdrv_pagewalk_$ARCH"; do
+        kunit_suite "$suite"
+    done
+    rmmod mapdrv
+}
+
+kunit_suite() { # suite-name
+    suite=$1
+    results=/sys/kernel/debug/kunit/$suite/results
+    if [ ! -f "$results" ]; then
         if [ -d /sys/kernel/debug/kunit ] || [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ]; then
             notok kunit "no $results (KUnit missing or the suite did not register)"
         else
             echo "# kunit: not enabled in this kernel; skipped"
         fi
-        rmmod mapdrv
         return
     fi
     cases=0
@@ -564,10 +594,9 @@ kunit_results() {
             "    ok "*) set -- $line; ok "kunit_$3"; cases=$((cases + 1)) ;;
             "    not ok "*) set -- $line; notok "kunit_$4" "KUnit case failed (see dmesg)"; cases=$((cases + 1)) ;;
         esac
-    done < $results
+    done < "$results"
     [ $cases -gt 0 ] || notok kunit "no KUnit case results in $results"
-    grep -q '^ok [0-9]* mapdrv_pagewalk' $results || notok kunit_suite "suite did not pass: $(tail -n 1 $results)"
-    rmmod mapdrv
+    grep -qE "^ok [0-9]+ $suite( |$)" "$results" || notok kunit_suite "suite $suite did not pass: $(tail -n 1 "$results")"
 }
 
 doctest_results() {
@@ -698,7 +727,7 @@ t reload_cycles
 t pagewalk_matches_kernel
 t pagewalk_levels
 t pagewalk_zones
-t layout_allocations_in_their_regions
+only_on x86_64 layout_allocations_in_their_regions && t layout_allocations_in_their_regions
 t maps_annotated
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered

@@ -160,18 +160,37 @@ impl PageWalk {
             .is_some_and(|r| r.levels.get("p4d").is_some_and(|e| e.is_some()));
         let _ = writeln!(out, "Page walk of mapdrv's buffer: {}", self.mode);
         let _ = writeln!(out);
+        let arm64 = self.mode.starts_with("arm64");
+        let (root, flags) = if arm64 {
+            (
+                "On arm64 the walk starts at the table in TTBR1_EL1, the kernel's \
+                 swapper_pg_dir (TTBR0_EL1 holds the process's own tables); TCR_EL1 gives the \
+                 page size and the address size, hence the number of levels.",
+                "Descriptor flags: V valid; TABLE, BLOCK (a huge page) or PAGE; AF accessed; \
+                 RW or RO; USER reachable from user mode; SH=IS inner shareable; NORMAL the \
+                 memory type (AttrIndx, an index into MAIR_EL1); G global (nG clear); CONT \
+                 the contiguous hint; DBM dirty bit modifier (Linux's writable bit); DIRTY \
+                 Linux's software dirty bit; PXN and UXN never executed by the kernel or by \
+                 user mode (PXNT, UXNT in a table: nothing below it is).",
+            )
+        } else {
+            (
+                "On x86_64 the walk starts at the table in CR3.",
+                "Flags: P present, W writable, U user (the upper levels allow it, the PTE \
+                 decides), NX not executable, G global.",
+            )
+        };
         let explanation = format!(
             "Each row is one 4 KiB page of the driver's vmalloc buffer. The kernel finds the \
              page behind a virtual address the way the MMU does: 9 bits of the address at a \
              time index one table per level, from the top table (PGD) through {}the PUD and \
              the PMD down to the PTE, whose entry holds the page frame number (pfn): the \
-             page's physical address divided by 4096. The driver's fault handler has the \
-             kernel do this walk (vmalloc_to_page()) for each page a process first touches; \
-             these rows were walked by hand, level by level, and checked against it. Flags: \
-             P present, W writable, U user (the upper levels allow it, the PTE decides), NX \
-             not executable, G global. The direct map is the kernel's linear map of all RAM: \
-             the same physical page at a second kernel address. The zone is the part of \
-             physical memory the frame is in (DMA32: below 4 GiB; Normal: above).",
+             page's physical address divided by 4096. {root} The driver's fault handler has \
+             the kernel do this walk (vmalloc_to_page()) for each page a process first \
+             touches; these rows were walked by hand, level by level, and checked against \
+             it. {flags} The direct map is the kernel's linear map of all RAM: the same \
+             physical page at a second kernel address. The zone is the part of physical \
+             memory the frame is in.",
             if five { "the P4D, " } else { "" }
         );
         out.push_str(&wrap(&explanation, 78));
@@ -183,9 +202,19 @@ impl PageWalk {
             }
             let _ = write!(header, "  {:>4}", l.to_uppercase());
         }
+        // As wide as the widest flags shown (arm64 names many).
+        let fw = self
+            .rows
+            .iter()
+            .take(max_rows)
+            .filter_map(|r| r.levels.get("pte").and_then(|e| e.as_ref()))
+            .map(|e| e.flags.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
         let _ = write!(
             header,
-            "  {:<12}  {:>10}  {:<14}  {:<18}  zone",
+            "  {:<fw$}  {:>10}  {:<14}  {:<18}  zone",
             "PTE flags", "pfn", "physical", "direct map"
         );
         let _ = writeln!(out, "{header}");
@@ -208,7 +237,7 @@ impl PageWalk {
                 .unwrap_or("");
             let _ = write!(
                 line,
-                "  {:<12}  {:>#10x}  {:<#14x}  {:<#18x}  {}",
+                "  {:<fw$}  {:>#10x}  {:<#14x}  {:<#18x}  {}",
                 flags,
                 row.pfn,
                 row.phys,
@@ -312,6 +341,25 @@ page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x0000
         let w = parse(&format!("# mapdrv page walk: x86_64, 4-level\n{line}\n")).unwrap();
         assert_eq!(w.rows[0].levels["p4d"], None);
         assert!(!w.render(5).contains("P4D "));
+    }
+
+    #[test]
+    fn arm64_rows() {
+        let text = "# mapdrv page walk: arm64, 4-level paging (PGD -> PUD -> PMD -> PTE; P4D folded), 4 KiB pages, 48-bit addresses
+# pages: 1
+page=0 vaddr=0xffff8000806bd000 pgd[256]=0x1000000040721003(V,TABLE,UXNT) p4d=folded pud[2]=0x1000000040722003(V,TABLE,UXNT) pmd[3]=0x1000000040831403(V,TABLE,UXNT) pte[189]=0x00e8000041130703(V,PAGE,AF,RW,SH=IS,NORMAL,G,DBM,DIRTY,PXN,UXN) pfn=0x41130 phys=0x41130000 struct_page=0xfffffdffc0044c00 directmap=0xffff000001130000 node=0 zone=Normal
+";
+        let w = parse(text).unwrap();
+        let pte = w.rows[0].levels["pte"].as_ref().unwrap();
+        assert_eq!(pte.index, 189);
+        assert_eq!(pte.flags, "V,PAGE,AF,RW,SH=IS,NORMAL,G,DBM,DIRTY,PXN,UXN");
+        assert_eq!(w.rows[0].levels["p4d"], None);
+        let shown = w.render(10);
+        assert!(shown.contains("TTBR1_EL1"), "{shown}");
+        assert!(
+            shown.contains("V,PAGE,AF,RW,SH=IS,NORMAL,G,DBM,DIRTY,PXN,UXN  "),
+            "{shown}"
+        );
     }
 
     #[test]
