@@ -35,6 +35,8 @@ KDIR ?=
 LLVM ?= -19
 ifeq ($(ARCH),aarch64)
 override ARCH := arm64
+# What sub-makes and the scripts' makes inherit too.
+MAKEOVERRIDES := $(patsubst ARCH=aarch64,ARCH=arm64,$(MAKEOVERRIDES))
 endif
 export KDIR LLVM ARCH
 HOST_ARCH := $(patsubst aarch64,arm64,$(shell uname -m))
