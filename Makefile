@@ -38,7 +38,12 @@ override ARCH := arm64
 # What sub-makes and the scripts' makes inherit too.
 MAKEOVERRIDES := $(patsubst ARCH=aarch64,ARCH=arm64,$(MAKEOVERRIDES))
 endif
-export KDIR LLVM ARCH
+export KDIR LLVM
+# Only an ARCH that is set: an empty one would reach the kernel's make as the
+# empty architecture (its `ARCH ?= $(SUBARCH)` keeps a defined variable).
+ifneq ($(ARCH),)
+export ARCH
+endif
 HOST_ARCH := $(patsubst aarch64,arm64,$(shell uname -m))
 
 # `make install` is for the running kernel unless KDIR names another.
