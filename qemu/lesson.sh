@@ -47,7 +47,8 @@ explain "What a process sees: only virtual addresses, in mappings (VMAs) that th
         "heap, stack, allocations and two mappings of the device placed in them."
 run "./maptest maps"
 
-# The regions are x86_64's (rust/layout.rs); elsewhere the file says it is not available.
+# The regions are known for x86_64 and arm64 (rust/layout/); elsewhere the file
+# says it is not available.
 if ! grep -q 'not available' /sys/kernel/debug/mapdrv/layout; then
     explain "Where kernel memory lives: the regions of the kernel's address space, and a" \
             "live allocation of each kind that the driver makes for the occasion (root only:" \

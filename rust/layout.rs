@@ -3,9 +3,7 @@
 //! Where memory lives: the regions of the kernel's virtual address space, and where a live
 //! allocation of each kind falls in them.
 //!
-//! The kernel's half of the address space is cut into regions with fixed jobs (on x86_64,
-//! `Documentation/arch/x86/x86_64/mm.rst`; the bases move at every boot with
-//! `CONFIG_RANDOMIZE_MEMORY`):
+//! The kernel's half of the address space is cut into regions with fixed jobs:
 //!
 //! - the **direct map**: all of physical memory, mapped linearly, so that a physical address
 //!   is the virtual one minus the region's base. `__get_free_page()` and `kmalloc()` hand out
@@ -14,12 +12,28 @@
 //!   `vmalloc()` and the kernel stacks (`CONFIG_VMAP_STACK`) live here: virtually contiguous,
 //!   physically anywhere.
 //! - **vmemmap**: the array of `struct page`, one per page frame.
-//! - the **kernel image** (its code and data) and the **modules**, near the top.
+//! - the **kernel image** (its code and data) and the **modules**.
+//!
+//! Where they are is the architecture's business, one module each:
+//!
+//! - **x86_64** (`layout/x86_64.rs`, `Documentation/arch/x86/x86_64/mm.rst`): the direct map,
+//!   vmalloc and vmemmap move at every boot (`CONFIG_RANDOMIZE_MEMORY`); the kernel image has
+//!   a region of its own at the top, `__START_KERNEL_map`, with the modules right above it.
+//! - **arm64** (`layout/arm64.rs`, `arch/arm64/include/asm/memory.h`): the direct map is
+//!   called the linear map and starts at `PAGE_OFFSET`, the bottom of the kernel's half; the
+//!   modules' 2 GiB come next, then vmalloc, and the kernel image is mapped *inside* vmalloc,
+//!   at `KIMAGE_VADDR` (plus the KASLR offset), not in a region of its own.
+//!
+//! Two regions map physical memory linearly, and a region line gives the physical address of
+//! its start (`phys=`) where that holds: the direct map (physical = virtual − start +
+//! `phys`: on x86_64 `phys` is 0, on arm64 it is `PHYS_OFFSET`, where RAM begins), and the
+//! kernel image, which has an offset of its own (x86_64: `__START_KERNEL_map` − `phys_base`;
+//! arm64: `kimage_voffset`).
 //!
 //! [`show`] writes the regions of the running kernel and, for one live allocation of each
 //! kind (made for the occasion and freed again), its virtual address, the physical address the
-//! page tables give ([`crate::pagewalk`]), and the region it falls in; for the direct map it
-//! checks the lesson's arithmetic, physical = virtual − base. Only x86_64 is implemented.
+//! page tables give ([`crate::pagewalk`]), and the region it falls in; for the direct map and
+//! the kernel image it checks the arithmetic against the walk.
 //!
 //! # Examples
 //!
@@ -37,6 +51,18 @@ use crate::pagewalk;
 use core::fmt;
 use kernel::{bindings, page::PAGE_SIZE, prelude::*};
 
+#[cfg(target_arch = "x86_64")]
+#[path = "layout/x86_64.rs"]
+mod arch;
+
+#[cfg(target_arch = "aarch64")]
+#[path = "layout/arm64.rs"]
+mod arch;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[path = "layout/none.rs"]
+mod arch;
+
 /// One region of the kernel's virtual address space.
 #[derive(Copy, Clone, Debug)]
 pub struct Region {
@@ -46,25 +72,30 @@ pub struct Region {
     pub start: usize,
     /// Address just past the region (the part in use, for the direct map and vmemmap).
     pub end: usize,
+    /// Where the region maps physical memory linearly: the physical address of `start`.
+    pub phys: Option<u64>,
 }
 
 impl Region {
     fn contains(&self, addr: usize) -> bool {
         (self.start..self.end).contains(&addr)
     }
+
+    /// The physical address of `addr` by this region's linear arithmetic, if it has one.
+    fn linear_phys(&self, addr: usize) -> Option<u64> {
+        let offset = addr.wrapping_sub(self.start) as u64;
+        Some(self.phys?.wrapping_add(offset))
+    }
 }
 
 /// The regions of the running kernel, in address order; `None` where not implemented.
-pub fn regions() -> Option<[Region; 5]> {
+pub fn regions() -> Option<[Region; arch::REGIONS]> {
     arch::regions()
 }
 
-/// A region's name for `addr`, or `none`.
-fn region_of(regions: &[Region], addr: usize) -> &'static str {
-    regions
-        .iter()
-        .find(|r| r.contains(addr))
-        .map_or("none", |r| r.name)
+/// The region `addr` is in, or `None`.
+fn region_of(regions: &[Region], addr: usize) -> Option<&Region> {
+    regions.iter().find(|r| r.contains(addr))
 }
 
 /// Writes the layout (`/sys/kernel/debug/mapdrv/layout`): one `region` line per region, then
@@ -76,7 +107,7 @@ pub fn show(f: &mut fmt::Formatter<'_>, buffer: (usize, usize)) -> fmt::Result {
     };
     writeln!(f, "# mapdrv layout: {}, {mode}", pagewalk::ARCH)?;
     for r in &regions {
-        writeln!(
+        write!(
             f,
             "region {} start={:#x} end={:#x} size={}",
             r.name,
@@ -84,6 +115,10 @@ pub fn show(f: &mut fmt::Formatter<'_>, buffer: (usize, usize)) -> fmt::Result {
             r.end,
             r.end - r.start
         )?;
+        if let Some(phys) = r.phys {
+            write!(f, " phys={phys:#x}")?;
+        }
+        writeln!(f)?;
     }
     let alloc = |f: &mut fmt::Formatter<'_>, what: &str, addr: usize, size: usize, extra| {
         alloc_line(f, &regions, what, addr, size, extra)
@@ -143,16 +178,20 @@ fn alloc_line(
     match unsafe { pagewalk::walk(addr) } {
         Ok(t) => {
             write!(f, " phys={:#x}", t.phys)?;
-            if region == "direct_map" {
-                // The lesson's arithmetic: in the direct map, physical = virtual - base.
-                let base = regions.first().map_or(0, |r| r.start);
-                let ok = addr.wrapping_sub(base) as u64 == t.phys;
+            // The lesson's arithmetic: in the direct map, physical = virtual - start + phys.
+            if let Some(linear) = region.filter(|r| r.name == "direct_map") {
+                let ok = linear.linear_phys(addr) == Some(t.phys);
                 write!(f, " direct_map_check={}", if ok { "ok" } else { "FAILED" })?;
+            }
+            // The kernel image's own offset, wherever its region is.
+            if what == "kernel_function" {
+                let ok = arch::image_phys(addr) == t.phys;
+                write!(f, " image_check={}", if ok { "ok" } else { "FAILED" })?;
             }
         }
         Err(_) => write!(f, " phys=none")?,
     }
-    writeln!(f, " region={region}")
+    writeln!(f, " region={}", region.map_or("none", |r| r.name))
 }
 
 /// A page from `__get_free_page()`, freed on drop.
@@ -171,80 +210,5 @@ impl Drop for FreePage {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from `__get_free_pages(_, 0)` and is freed once, here.
         unsafe { bindings::free_pages(self.0, 0) };
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod arch {
-    use super::*;
-
-    /// Where the kernel image is mapped (`__START_KERNEL_map`).
-    const START_KERNEL_MAP: usize = 0xffff_ffff_8000_0000;
-    /// The end of the modules' region: the fixmap begins there.
-    #[cfg(not(CONFIG_DEBUG_KMAP_LOCAL_FORCE_MAP))]
-    const MODULES_END: usize = 0xffff_ffff_ff00_0000;
-    #[cfg(CONFIG_DEBUG_KMAP_LOCAL_FORCE_MAP)]
-    const MODULES_END: usize = 0xffff_ffff_fe00_0000;
-    /// With KMSAN, the vmalloc region is the first quarter of the area (the rest holds its
-    /// metadata).
-    const VMALLOC_PART: usize = if cfg!(CONFIG_KMSAN) { 4 } else { 1 };
-
-    pub(super) fn regions() -> Option<[Region; 5]> {
-        let five = pagewalk::paging_mode()?.levels() == 5;
-        // SAFETY: The bases are set during early boot and read-only afterwards. `high_memory`,
-        // the end of the direct map's memory, grows with memory hotplug: a volatile read
-        // (READ_ONCE) sees a whole value, possibly a stale one.
-        let (page_offset, vmalloc, vmemmap, high_memory) = unsafe {
-            (
-                bindings::page_offset_base,
-                bindings::vmalloc_base,
-                bindings::vmemmap_base,
-                (&raw const bindings::high_memory).read_volatile() as usize,
-            )
-        };
-        // The number of page frames the direct map covers (the kernel's `max_pfn`).
-        let max_pfn = high_memory.saturating_sub(page_offset) / PAGE_SIZE;
-        let vmalloc_tb = if five {
-            bindings::VMALLOC_SIZE_TB_L5
-        } else {
-            bindings::VMALLOC_SIZE_TB_L4
-        } as usize;
-        let image = bindings::KERNEL_IMAGE_SIZE as usize;
-        Some([
-            Region {
-                name: "direct_map",
-                start: page_offset,
-                end: page_offset + max_pfn * PAGE_SIZE,
-            },
-            Region {
-                name: "vmalloc",
-                start: vmalloc,
-                end: vmalloc + (vmalloc_tb << 40) / VMALLOC_PART,
-            },
-            Region {
-                name: "vmemmap",
-                start: vmemmap,
-                end: vmemmap + max_pfn * core::mem::size_of::<bindings::page>(),
-            },
-            Region {
-                name: "kernel_image",
-                start: START_KERNEL_MAP,
-                end: START_KERNEL_MAP + image,
-            },
-            Region {
-                name: "modules",
-                start: START_KERNEL_MAP + image,
-                end: MODULES_END,
-            },
-        ])
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod arch {
-    use super::*;
-
-    pub(super) fn regions() -> Option<[Region; 5]> {
-        None
     }
 }

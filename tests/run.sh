@@ -48,13 +48,6 @@ t() {
 fail() { echo "$*"; return 1; }
 # The guest's architecture, as the kernel names it: x86_64 or arm64.
 case $(uname -m) in aarch64) ARCH=arm64 ;; *) ARCH=$(uname -m) ;; esac
-# Tests of something only one architecture has: run there, and said to be
-# skipped elsewhere (a comment line, not a result).
-only_on() { # arch test-name
-    [ "$ARCH" = "$1" ] && return 0
-    want "$2" && echo "# $2: $1 only, skipped on $ARCH"
-    return 1
-}
 loaded() { lsmod | grep -q '^mapdrv '; }
 major_of() { awk '$2 == "mapdrv" { print $1 }' /proc/devices; }
 # The last line the module logged.
@@ -451,23 +444,33 @@ pagewalk_zones() {
 
 layout_allocations_in_their_regions() {
     # /sys/kernel/debug/mapdrv/layout: each kind of allocation lies in the
-    # region the lesson says, inside that region's bounds; the direct-map
-    # arithmetic holds; the buffer's first page is the frame pagewalk shows.
+    # region the lesson says, inside that region's bounds; the direct-map and
+    # kernel-image arithmetic holds; the buffer's first page is the frame
+    # pagewalk shows. On arm64 the kernel image is mapped inside vmalloc.
     insmod mapdrv.ko pages=16 || return 1
     f=/sys/kernel/debug/mapdrv/layout
-    head -n 1 $f | grep -q '^# mapdrv layout: x86_64' || fail "layout header: $(head -n 1 $f)" || return 1
-    for r in direct_map vmalloc vmemmap kernel_image modules; do
+    head -n 1 $f | grep -q "^# mapdrv layout: $ARCH, " || fail "layout header: $(head -n 1 $f)" || return 1
+    # With KASLR, arm64 puts the modules within reach of the randomized image,
+    # in vmalloc: a user's kernel (KDIR=) may have it, the guest's has not.
+    case $ARCH in
+        arm64) regions="direct_map modules vmalloc vmemmap" image=vmalloc modules="(modules|vmalloc)" ;;
+        *) regions="direct_map vmalloc vmemmap kernel_image modules" image=kernel_image modules=modules ;;
+    esac
+    for r in $regions; do
         grep -q "^region $r start=0x" $f || fail "no region $r" || return 1
     done
+    [ "$(grep -c '^region ' $f)" = "$(echo "$regions" | wc -w)" ] || fail "regions: $(grep '^region ' $f)" || return 1
+    grep -q '^region direct_map .* phys=0x' $f || fail "the direct map has no physical start: $(grep '^region direct_map ' $f)" || return 1
     for want in get_free_page:direct_map kmalloc:direct_map vmalloc:vmalloc mapdrv_buffer:vmalloc \
-                stack_variable:vmalloc module_function:modules kernel_function:kernel_image; do
+                stack_variable:vmalloc "module_function:$modules" kernel_function:$image; do
         line=$(grep "^alloc ${want%%:*} " $f)
-        echo "$line" | grep -q " region=${want#*:}$" || fail "expected ${want%%:*} in ${want#*:}: $line" || return 1
+        echo "$line" | grep -qE " region=${want#*:}$" || fail "expected ${want%%:*} in ${want#*:}: $line" || return 1
         echo "$line" | grep -qE " phys=0x[0-9a-f]+" || fail "no physical address: $line" || return 1
     done
     for a in get_free_page kmalloc; do
         grep "^alloc $a " $f | grep -q ' direct_map_check=ok ' || fail "$a: physical != virtual - base: $(grep "^alloc $a " $f)" || return 1
     done
+    grep '^alloc kernel_function ' $f | grep -q ' image_check=ok ' || fail "kernel function: physical != the image's offset: $(grep '^alloc kernel_function ' $f)" || return 1
     ksize=$(sed -n 's/^alloc kmalloc .* ksize=\([0-9]*\) .*/\1/p' $f)
     [ "${ksize:-0}" -ge 100 ] || fail "kmalloc(100): ksize '$ksize'" || return 1
     # Every address inside its region's bounds (16 hex digits: compared as text).
@@ -727,7 +730,7 @@ t reload_cycles
 t pagewalk_matches_kernel
 t pagewalk_levels
 t pagewalk_zones
-only_on x86_64 layout_allocations_in_their_regions && t layout_allocations_in_their_regions
+t layout_allocations_in_their_regions
 t maps_annotated
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
