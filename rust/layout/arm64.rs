@@ -25,7 +25,7 @@ const fn page_end(va: u32) -> u64 {
 }
 
 /// `PAGE_OFFSET`: the start of the linear map.
-const PAGE_OFFSET: u64 = page_offset(bindings::VA_BITS);
+pub(crate) const PAGE_OFFSET: u64 = page_offset(bindings::VA_BITS);
 /// `MODULES_VADDR`: the modules' region, 2 GiB (`MODULES_VSIZE`) up to `KIMAGE_VADDR`.
 const MODULES_VADDR: u64 = page_end(bindings::VA_BITS_MIN);
 const MODULES_END: u64 = MODULES_VADDR + (2 << 30);
@@ -34,11 +34,11 @@ const VMEMMAP_END: u64 = !0u64 << 30;
 /// `sizeof(struct page)`.
 const PAGE_STRUCT: u64 = core::mem::size_of::<bindings::page>() as u64;
 /// `VMEMMAP_START`: room for a `struct page` for every page the linear map can hold.
-const VMEMMAP_START: u64 =
+pub(crate) const VMEMMAP_START: u64 =
     VMEMMAP_END - ((MODULES_VADDR - PAGE_OFFSET) >> PAGE_SHIFT) * PAGE_STRUCT;
 
 /// Where the linear map starts in physical memory (`PHYS_OFFSET`, `memstart_addr`).
-fn phys_offset() -> u64 {
+pub(crate) fn phys_offset() -> u64 {
     // SAFETY: Set during early boot, read-only afterwards.
     unsafe { bindings::memstart_addr as u64 }
 }

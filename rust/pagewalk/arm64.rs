@@ -23,6 +23,7 @@
 //! (`PXNTable`, `UXNTable`, `APTable`).
 
 use super::{Entry, Level, PagingMode};
+use crate::layout::{phys_offset, PAGE_OFFSET, VMEMMAP_START};
 use core::fmt;
 use kernel::{bindings, prelude::kunit_tests};
 
@@ -328,29 +329,18 @@ pub(super) fn root() -> Option<(PagingMode, u64)> {
     Some((paging_mode()?, ttbr1_root()))
 }
 
-/// `PAGE_OFFSET`: the start of the linear map, the top `1 << VA_BITS` bytes but one half.
-const PAGE_OFFSET: u64 = !0u64 << bindings::VA_BITS;
-
-/// The physical address the linear map starts at (`PHYS_OFFSET`, `memstart_addr`).
-fn phys_offset() -> u64 {
-    // SAFETY: Set during early boot, read-only afterwards.
-    unsafe { bindings::memstart_addr as u64 }
-}
-
 /// The kernel's `__phys_to_virt()`: the linear map address of physical address `phys`.
 pub(super) fn phys_to_virt(phys: u64) -> usize {
     (phys.wrapping_sub(phys_offset()) | PAGE_OFFSET) as usize
 }
 
 /// The address `struct page` 0 would have: the kernel's `vmemmap`, the `struct page` array
-/// below the top gigabyte, indexed from the first frame of the linear map.
+/// below the top gigabyte (`VMEMMAP_START`, from the memory map in `layout/arm64.rs`),
+/// indexed from the first frame of the linear map.
 pub(super) fn vmemmap_base() -> usize {
     let page = core::mem::size_of::<bindings::page>() as u64;
-    let shift = kernel::page::PAGE_SHIFT as u32;
-    // `_PAGE_END(VA_BITS_MIN) - PAGE_OFFSET`: the linear map's range.
-    let range = (!0u64 << (bindings::VA_BITS_MIN - 1)).wrapping_sub(PAGE_OFFSET);
-    let vmemmap_start = (!0u64 << 30).wrapping_sub((range >> shift) * page);
-    vmemmap_start.wrapping_sub((phys_offset() >> shift) * page) as usize
+    let first_pfn = phys_offset() >> kernel::page::PAGE_SHIFT;
+    VMEMMAP_START.wrapping_sub(first_pfn * page) as usize
 }
 
 /// Reads entry `index` of the table at physical address `table`.
