@@ -9,11 +9,37 @@
 # /mapcheck with the module loaded, and its lines are numbered into this list.
 #
 #   sh /tests/run.sh [NAME...]   run only the named tests
+#   sh /tests/run.sh --part N    run part N of the suite (1, 2 or 3)
 # Environment: MAPDRV_TEST_FIRST (number of the first test, default 1),
 # MAPDRV_TEST_SUFFIX (appended to every name), MAPDRV_REQUIRE_KUNIT=1 (a
 # kernel without KUnit is a failure, not a skip).
 cd /
-ONLY=" $* "
+# The suite in three parts, which make test runs in three guests side by
+# side: on the debug kernel a test spends most of its time waiting, not
+# computing (every unload waits seconds for its kobjects' delayed release), so
+# three guests take a third of the time one would. Each part takes about as
+# long; kmemleak_clean ends each. Every test is in one part (checked by
+# every_test_in_a_part, in part 1).
+part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload dev_node mknod_maptest
+ maptest_options param_pages_zero param_pages_too_big param_pages_not_a_number
+ param_fault_around_zero param_fault_around_not_power_of_two param_fault_around_too_big
+ param_fault_around_logged param_major_busy param_major_too_big param_major_fixed sizes
+ offset_window rmmod_refused_while_open rmmod_refused_while_mapped sigkill_with_mappings
+ memory_pressure unprivileged_sees_no_addresses broken_drivers_caught kmemleak_clean"
+part2="reload_cycles kobject_release_clean device_contract fault_around stress fuzz kmemleak_clean"
+part3="pagewalk_matches_kernel pagewalk_levels pagewalk_zones layout_allocations_in_their_regions
+ maps_annotated pagewalk_no_addresses_in_log fragmented_buffer_is_scattered kunit_results
+ doctest_results kmemleak_clean"
+if [ "${1:-}" = --part ]; then
+    # shellcheck disable=SC2086 # a part is a list of words
+    case ${2:-} in
+        1) set -- $part1 ;;
+        2) set -- $part2 ;;
+        3) set -- $part3 ;;
+        *) echo "run.sh: --part takes 1, 2 or 3" >&2; exit 2 ;;
+    esac
+fi
+ONLY=" $(echo "$*" | tr '\n' ' ') "
 # Debian's busybox runs its own applets before anything on PATH; busybox's
 # insmod retries a refused load with init_module(2), so the module's init runs,
 # and logs why, twice. Ours (/bin/insmod) loads once, called by its path.
@@ -32,20 +58,45 @@ ok() { n=$((n + 1)); echo "ok $n - $1${MAPDRV_TEST_SUFFIX:-}"; }
 notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1${MAPDRV_TEST_SUFFIX:-}: $2"; }
 want() { [ "$ONLY" = "  " ] || case $ONLY in *" $1 "*) true ;; *) false ;; esac; }
 
+# Seconds since boot; `took NAME START` says how long NAME took, as a
+# comment line (where a slow suite spends its time).
+now() { cut -d' ' -f1 /proc/uptime; }
+took() { awk -v n="$1" -v a="$2" -v b="$(now)" 'BEGIN { printf "# %s took %.1f s\n", n, b - a }'; }
+# timed NAME COMMAND...: runs COMMAND, then says how long NAME took.
+timed() { timed_name=$1 timed_start=$(now); shift; "$@"; took "$timed_name" "$timed_start"; }
+
 # Runs test function $1; its last line of output is the reason if it fails.
 t() {
     want "$1" || return 0
+    t_start=$(now)
     if out=$("$1" 2>&1); then
         ok "$1"
     else
         notok "$1" "$(echo "$out" | tail -n 1)"
     fi
+    took "$1" "$t_start"
     # Whatever a test left loaded does not leak into the next one.
     lsmod | grep -q '^mapdrv ' && rmmod mapdrv 2>/dev/null
     return 0
 }
 
 fail() { echo "$*"; return 1; }
+
+every_test_in_a_part() {
+    # A test that no part names would never run in make test; a name in a
+    # part that is no test would run nothing.
+    tests=" $(sed -nE 's/^(t|want) ([a-z0-9_]+).*/\2/p' /tests/run.sh | sort -u | tr '\n' ' ') "
+    parts=" $(echo "$part1 $part2 $part3" | tr '\n' ' ') "
+    missing="" unknown=""
+    for name in $tests; do
+        case $parts in *" $name "*) ;; *) missing="$missing $name" ;; esac
+    done
+    for name in $parts; do
+        case $tests in *" $name "*) ;; *) unknown="$unknown $name" ;; esac
+    done
+    [ -z "$missing" ] || fail "in no part of tests/run.sh:$missing" || return 1
+    [ -z "$unknown" ] || fail "not tests of tests/run.sh, but named in a part:$unknown"
+}
 # The guest's architecture, as the kernel names it: x86_64 or arm64.
 case $(uname -m) in aarch64) ARCH=arm64 ;; *) ARCH=$(uname -m) ;; esac
 loaded() { lsmod | grep -q '^mapdrv '; }
@@ -627,7 +678,7 @@ doctest_results() {
         esac
     done < $results
     [ "$cases" = "${MAPDRV_DOCTESTS:-0}" ] || notok doctests "$cases results for ${MAPDRV_DOCTESTS:-?} examples"
-    # The rest of the kernel crate's examples must pass too (nothing we did broke them).
+    # The suite as a whole passed (scripts/build-kernel builds no other examples into it).
     grep -q '^ok [0-9]* rust_doctests_kernel' $results || notok doctests_kernel_suite "suite did not pass: $(grep -m 1 '^    not ok' $results)"
 }
 
@@ -707,6 +758,7 @@ device_contract() { # module arguments, mapcheck arguments
 }
 
 t guest_is_smp
+t every_test_in_a_part
 t modinfo_complete
 t load_unload
 t dev_node
@@ -734,16 +786,16 @@ t layout_allocations_in_their_regions
 t maps_annotated
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
-want kunit_results && kunit_results
-want doctest_results && doctest_results
+want kunit_results && timed kunit_results kunit_results
+want doctest_results && timed doctest_results doctest_results
 t kobject_release_clean
-want device_contract && device_contract "" ""
+want device_contract && timed device_contract device_contract "" ""
 # The same driver mapping 16 pages per fault: which pages each fault maps.
-want fault_around && device_contract "pages=64 fault_around=16" --fault-around
-want stress && mapstress_run stress "" stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
-want fuzz && mapstress_run fuzz "" fuzz --iterations "${FUZZ_ITERATIONS:-20000}"
-want stress && mapstress_run stress_fault_around fault_around=16 stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
-want fuzz && mapstress_run fuzz_fault_around fault_around=16 fuzz --iterations "${FUZZ_ITERATIONS:-20000}" --seed 7
+want fault_around && timed fault_around device_contract "pages=64 fault_around=16" --fault-around
+want stress && timed stress mapstress_run stress "" stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
+want fuzz && timed fuzz mapstress_run fuzz "" fuzz --iterations "${FUZZ_ITERATIONS:-20000}"
+want stress && timed stress_fault_around mapstress_run stress_fault_around fault_around=16 stress --procs 8 --threads 4 --seconds "${STRESS_SECONDS:-5}"
+want fuzz && timed fuzz_fault_around mapstress_run fuzz_fault_around fault_around=16 fuzz --iterations "${FUZZ_ITERATIONS:-20000}" --seed 7
 t sigkill_with_mappings
 t memory_pressure
 t unprivileged_sees_no_addresses
