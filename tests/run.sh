@@ -16,9 +16,9 @@
 cd /
 # The suite in three parts, which make test runs in three guests side by
 # side: on the debug kernel a test spends most of its time waiting, not
-# computing (every unload waits seconds for its kobjects' delayed release), so
-# three guests take a third of the time one would. Each part takes about as
-# long; kmemleak_clean ends each. Every test is in one part (checked by
+# computing (every unload waits seconds for its kobjects' delayed release), and
+# three guests wait at the same time rather than one after the other. Each
+# part takes about as long; kmemleak_clean ends each. Every test is in one part (checked by
 # every_test_in_a_part, in part 1).
 part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload dev_node mknod_maptest
  maptest_options param_pages_zero param_pages_too_big param_pages_not_a_number
