@@ -212,28 +212,26 @@ impl CpuCounter {
 // ---------------------------------------------------------------------------------------------
 
 /// Walks the page tables by hand for every page of the buffer and checks each result against
-/// the kernel's own walk (`vmalloc_to_page()`, which the fault handler uses) and against the
-/// bytes seen through the direct map. Logs no addresses.
+/// the kernel's own walk (`vmalloc_to_page()`, which the one-page fault handler uses) and
+/// against the bytes seen through the direct map. Once all agree, fault-around reads the
+/// buffer's page table entries itself ([`vmalloc_buffer::PageCursor`]). Logs no addresses.
 fn check_page_walks(buffer: &VmallocBuffer) -> Result {
     let Some(mode) = pagewalk::paging_mode() else {
         pr_info!("no explicit page walk on this architecture; vmalloc_to_page() only\n");
         return Ok(());
     };
-    for i in 0..buffer.pages() {
-        let why = match buffer.check_walk(i) {
-            Ok(_) => continue,
-            Err(WalkCheckError::Walk(pagewalk::WalkError::NotPresent(e))) => match e.level {
+    if let Err((i, e)) = buffer.check_walks() {
+        let why = match e {
+            WalkCheckError::Walk(pagewalk::WalkError::NotPresent(e)) => match e.level {
                 Level::Pgd => "its PGD entry is not present",
                 Level::P4d => "its P4D entry is not present",
                 Level::Pud => "its PUD entry is not present",
                 Level::Pmd => "its PMD entry is not present",
                 Level::Pte => "its PTE is not present",
             },
-            Err(WalkCheckError::Walk(pagewalk::WalkError::Unsupported)) => "the walk failed",
-            Err(WalkCheckError::PageDiffers) => {
-                "it found another struct page than vmalloc_to_page()"
-            }
-            Err(WalkCheckError::BytesDiffer) => "the direct map shows other bytes",
+            WalkCheckError::Walk(pagewalk::WalkError::Unsupported) => "the walk failed",
+            WalkCheckError::PageDiffers => "it found another struct page than vmalloc_to_page()",
+            WalkCheckError::BytesDiffer => "the direct map shows other bytes",
         };
         pr_err!("page walk of page {i} disagrees with the kernel: {why}\n");
         return Err(EIO);
@@ -456,7 +454,10 @@ impl Shared {
         // The window stays inside the VMA, its page table and the buffer; for a write to a
         // private mapping it is the faulting page alone.
         let window = vmf.window(self.fault_around, self.buffer.pages());
-        let mapped = vmf.insert_pages(&window, |i| self.buffer.page(i))?;
+        // The window's pages, found by walking down to their page table once (twice where the
+        // window spans two), then reading one entry per page: no walk from the root per page.
+        let mut pages = self.buffer.cursor();
+        let mapped = vmf.insert_pages(&window, |i| pages.page(i))?;
         // The faulting page, if this fault mapped it, and the neighbours mapped with it.
         let neighbours = mapped.pages() - usize::from(mapped.was_new());
         if mapped.was_new() {
@@ -660,6 +661,32 @@ mod tests {
     #[test]
     fn walk_matches_vmalloc_to_page_4096_pages() -> Result {
         walk_buffer(4096)
+    }
+
+    /// A cursor finds the pages `vmalloc_to_page()` finds, in any order, across page tables:
+    /// 1100 pages span three PTE tables (four if not aligned).
+    #[test]
+    fn cursor_matches_vmalloc_to_page() -> Result {
+        const PAGES: usize = 1100;
+        let buffer = KBox::pin_init(VmallocBuffer::new(PAGES, GFP_KERNEL, fill)?, GFP_KERNEL)?;
+        let kernels = |i: usize| buffer.page(i).map(|p| p.as_ptr());
+        // Before the check, and where there is no explicit walk: vmalloc_to_page() itself.
+        let mut cursor = buffer.cursor();
+        check!(cursor.page(5).map(|p| p.as_ptr()) == kernels(5));
+        if pagewalk::paging_mode().is_none() {
+            return Ok(());
+        }
+        check!(buffer.check_walks().is_ok());
+        let mut cursor = buffer.cursor();
+        // Forwards, backwards, and jumping between tables and back.
+        let forwards = 0..PAGES;
+        let backwards = (0..PAGES).rev();
+        let jumping = (0..PAGES).map(|i| (i * 389) % PAGES);
+        for i in Iterator::chain(Iterator::chain(forwards, backwards), jumping) {
+            check!(cursor.page(i).map(|p| p.as_ptr()) == kernels(i));
+        }
+        check!(cursor.page(PAGES).is_none() && cursor.page(usize::MAX).is_none());
+        Ok(())
     }
 
     #[test]

@@ -63,9 +63,10 @@ mod arch;
 #[path = "layout/none.rs"]
 mod arch;
 
-/// arm64's memory map, which its page walk uses too: the linear map and vmemmap.
+/// arm64's memory map, which its page walk uses too: the linear map and vmemmap (and the size
+/// of its entries).
 #[cfg(target_arch = "aarch64")]
-pub(crate) use arch::{phys_offset, PAGE_OFFSET, VMEMMAP_START};
+pub(crate) use arch::{phys_offset, PAGE_OFFSET, PAGE_STRUCT, VMEMMAP_START};
 
 /// One region of the kernel's virtual address space.
 #[derive(Copy, Clone, Debug)]

@@ -248,14 +248,113 @@ impl Translation {
 
     /// The address of the frame's `struct page` in the kernel's `vmemmap` array.
     pub fn page_ptr(&self) -> usize {
-        arch::vmemmap_base()
-            .wrapping_add(self.pfn() as usize * core::mem::size_of::<kernel::bindings::page>())
+        page_ptr(self.phys)
     }
 
     /// The kernel virtual address of the same byte in the direct map of physical memory.
     pub fn direct_map_addr(&self) -> usize {
         arch::phys_to_virt(self.phys)
     }
+}
+
+/// The address of the `struct page` of the frame holding physical address `phys`, in the
+/// kernel's `vmemmap` array.
+fn page_ptr(phys: u64) -> usize {
+    let pfn = (phys >> kernel::page::PAGE_SHIFT) as usize;
+    arch::vmemmap_base().wrapping_add(pfn * core::mem::size_of::<kernel::bindings::page>())
+}
+
+/// The page table entries of consecutive pages: the PTE of one address and the entries after
+/// it, to the end of its page table.
+///
+/// Made by [`pte_run`], which walks the upper levels once: the PTEs of the next pages are the
+/// next entries of the same table, read without walking again. That is how the kernel's own
+/// fault-around (`filemap_map_pages()`) and `apply_to_page_range()` go through a range.
+///
+/// # Invariants
+///
+/// `table` is the physical address of a live PTE table, live for `'a`, and `first + len` is
+/// its number of entries.
+pub struct PteRun<'a> {
+    table: u64,
+    first: usize,
+    len: usize,
+    _mapped: core::marker::PhantomData<&'a ()>,
+}
+
+impl PteRun<'_> {
+    /// How many entries the run has: from the address's own PTE to the end of its table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The PTE of the page `i` pages after the run's first, or `None` if that is past the end
+    /// of the table.
+    #[inline]
+    pub fn entry(&self, i: usize) -> Option<Entry> {
+        if i >= self.len {
+            return None;
+        }
+        let index = self.first + i;
+        // SAFETY: `table` is a live PTE table for `'a` and `index` is below its number of
+        // entries (type invariants, `i < len`).
+        let raw = unsafe { arch::read_entry(self.table, index) };
+        Some(Entry {
+            level: Level::Pte,
+            index,
+            raw,
+        })
+    }
+
+    /// The address of the `struct page` that the PTE `i` pages after the run's first maps, or
+    /// `None` if that is past the end of the table or the entry is not present.
+    #[inline]
+    pub fn page_ptr(&self, i: usize) -> Option<usize> {
+        let entry = self.entry(i)?;
+        entry.present().then(|| page_ptr(entry.output_address()))
+    }
+}
+
+/// Walks the page tables down to the PTE table of the kernel virtual address `addr`, and
+/// returns the entries from `addr`'s PTE to the end of that table.
+///
+/// Fails like [`walk`] if an upper level is not present, and with
+/// [`WalkError::Unsupported`] also if a huge page maps `addr` (there is no PTE table then).
+///
+/// # Safety
+///
+/// The pages from `addr` to the end of its PTE table that the caller reads through the run
+/// must stay mapped for `'a`, so that the tables on their path are not freed meanwhile (for
+/// example, they lie in memory the caller owns).
+pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
+    let (mode, mut table) = arch::root().ok_or(WalkError::Unsupported)?;
+    let addr64 = addr as u64;
+    for (level, shift, bits) in mode.walked() {
+        let index = ((addr64 >> shift) & ((1 << bits) - 1)) as usize;
+        if level == Level::Pte {
+            // INVARIANT: `table` came from a present, non-huge PMD entry on the path to `addr`,
+            // which the caller keeps mapped for `'a`; it has `1 << bits` entries.
+            return Ok(PteRun {
+                table,
+                first: index,
+                len: (1 << bits) - index,
+                _mapped: core::marker::PhantomData,
+            });
+        }
+        // SAFETY: As in `walk`: `table` is the root or came from a present table entry on the
+        // path to `addr`, which the caller keeps mapped; `index < 1 << bits`.
+        let raw = unsafe { arch::read_entry(table, index) };
+        let entry = Entry { level, index, raw };
+        if !entry.present() {
+            return Err(WalkError::NotPresent(entry));
+        }
+        if entry.huge() {
+            return Err(WalkError::Unsupported);
+        }
+        table = entry.output_address();
+    }
+    // Not reached: the PTE level always ends the walk.
+    Err(WalkError::Unsupported)
 }
 
 /// Why a walk stopped.

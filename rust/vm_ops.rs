@@ -468,7 +468,7 @@ impl VmFault {
         F: FnMut(usize) -> Option<P>,
     {
         /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8.
-        const BATCH: usize = 16;
+        const BATCH: usize = 32;
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };

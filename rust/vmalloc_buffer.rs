@@ -12,14 +12,17 @@
 //! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
 //! very buffer.
 
-use crate::pagewalk::{self, Translation, WalkError};
+use crate::pagewalk::{self, PteRun, Translation, WalkError};
 use core::ptr::NonNull;
 use kernel::{
     alloc::Flags,
     new_mutex,
     page::{BorrowedPage, PAGE_SIZE},
     prelude::*,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        atomic::{Acquire, Atomic, Release},
+        Mutex, MutexGuard,
+    },
 };
 
 /// The number of pages the kernel estimates it can hand out now without swapping (the
@@ -69,12 +72,16 @@ impl core::ops::DerefMut for Bytes {
 /// `base` is the start of the allocation of `bytes`, which holds `pages * PAGE_SIZE` bytes and is
 /// never reallocated (only a slice of it is ever handed out), so `base` stays valid as long as
 /// `self`.
+///
+/// If `walk_checked` is `true`, [`pagewalk::walk`] found, for every page of the buffer, the
+/// `struct page` that `vmalloc_to_page()` returns.
 #[pin_data]
 pub struct VmallocBuffer {
     #[pin]
     bytes: Mutex<Bytes>,
     base: NonNull<u8>,
     pages: usize,
+    walk_checked: Atomic<bool>,
 }
 
 // SAFETY: `base` is only used to look up pages of the allocation, which is owned by `self` and
@@ -102,6 +109,7 @@ impl VmallocBuffer {
             bytes <- new_mutex!(Bytes(vec)),
             base,
             pages,
+            walk_checked: Atomic::new(false),
         }? Error))
     }
 
@@ -138,6 +146,16 @@ impl VmallocBuffer {
         // SAFETY: `page` is the `struct page` behind `ptr`, a page of the allocation, which
         // lives as long as `self` and so as long as the returned page borrows it.
         Some(unsafe { BorrowedPage::from_raw(page) })
+    }
+
+    /// A cursor for looking up many pages of the buffer, in any order, with fewer walks: see
+    /// [`PageCursor`].
+    pub fn cursor(&self) -> PageCursor<'_> {
+        PageCursor {
+            buffer: self,
+            fast: self.walk_checked.load(Acquire),
+            run: None,
+        }
     }
 
     /// The kernel virtual address of page `index`, or `None` past the end.
@@ -179,5 +197,99 @@ impl VmallocBuffer {
             return Err(WalkCheckError::BytesDiffer);
         }
         Ok(t)
+    }
+
+    /// Checks the walk of every page with [`VmallocBuffer::check_walk`], and returns the first
+    /// page that fails and why. Once every page passed, [`PageCursor`] reads the buffer's page
+    /// table entries itself.
+    pub fn check_walks(&self) -> Result<(), (usize, WalkCheckError)> {
+        for i in 0..self.pages {
+            self.check_walk(i).map_err(|e| (i, e))?;
+        }
+        // INVARIANT: Every page's walk found the page `vmalloc_to_page()` returns.
+        self.walk_checked.store(true, Release);
+        Ok(())
+    }
+}
+
+/// Looks up pages of a [`VmallocBuffer`] walking the kernel page tables once per page table,
+/// not once per page.
+///
+/// [`VmallocBuffer::page`] walks from the root, PGD to PTE, for every page. Consecutive pages
+/// of the buffer have consecutive PTEs in the same page table (512 of them per table with 4 KiB
+/// pages), so once a cursor has walked down to the PTE table of one page, the pages after it
+/// in the same table cost one read each ([`pagewalk::pte_run`]). A fault that maps a whole
+/// window of pages (fault-around) walks once or twice instead of once per page.
+///
+/// It does so only for a buffer whose walks were all checked against the kernel
+/// ([`VmallocBuffer::check_walks`]); otherwise, and wherever the explicit walk is not
+/// implemented, it uses `vmalloc_to_page()` for every page.
+///
+/// # Invariants
+///
+/// If `fast` is `true`, the buffer's `walk_checked` was `true`. `run`, if any, is
+/// `(first, ptes)`: `ptes` are the page table entries of buffer pages `first..` to the end of
+/// their page table.
+///
+/// # Examples
+///
+/// ```
+/// use crate::vmalloc_buffer::VmallocBuffer;
+///
+/// let buffer = KBox::pin_init(VmallocBuffer::new(32, GFP_KERNEL, |_| {})?, GFP_KERNEL)?;
+/// // Without the check, the cursor asks vmalloc_to_page() for each page; with it, it reads
+/// // the page table entries itself. The pages are the same.
+/// let before = buffer.page(7).map(|p| p.as_ptr());
+/// if buffer.check_walks().is_ok() {
+///     let mut cursor = buffer.cursor();
+///     assert_eq!(cursor.page(7).map(|p| p.as_ptr()), before);
+///     assert!(cursor.page(32).is_none());
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+pub struct PageCursor<'a> {
+    buffer: &'a VmallocBuffer,
+    fast: bool,
+    run: Option<(usize, PteRun<'a>)>,
+}
+
+impl<'a> PageCursor<'a> {
+    /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, or `None` past the end:
+    /// the same page as [`VmallocBuffer::page`] returns.
+    #[inline]
+    pub fn page(&mut self, index: usize) -> Option<BorrowedPage<'a>> {
+        if index >= self.buffer.pages {
+            return None;
+        }
+        if self.fast {
+            if let Some(page) = self.read_pte(index) {
+                return Some(page);
+            }
+        }
+        self.buffer.page(index)
+    }
+
+    /// Page `index` (below `pages`) from the page table entries, walking down to its PTE table
+    /// if the current run does not cover it; `None` if the walk or the entry fails.
+    #[inline]
+    fn read_pte(&mut self, index: usize) -> Option<BorrowedPage<'a>> {
+        let covered = matches!(&self.run, Some((first, ptes))
+            if index >= *first && index - *first < ptes.len());
+        if !covered {
+            let addr = self.buffer.page_addr(index)?;
+            // SAFETY: The run is read only for pages of the buffer (`index - first` below the
+            // buffer's end, checked above and in `page`), which `'a` borrows: the allocation,
+            // and so the page tables on the way to its pages, stay in place while it lives.
+            let ptes = unsafe { pagewalk::pte_run(addr) }.ok()?;
+            self.run = Some((index, ptes));
+        }
+        let (first, ptes) = self.run.as_ref()?;
+        let page = NonNull::new(ptes.page_ptr(index - first)? as *mut kernel::bindings::page)?;
+        // SAFETY: `fast` is set, so the explicit walk of every page of the buffer found the
+        // `struct page` that `vmalloc_to_page()` returns (type invariants), and the kernel does
+        // not change the page table entries of a live vmalloc allocation: this entry, page
+        // `index`'s, still maps that page. It is a page of the allocation, which lives as long
+        // as `'a`.
+        Some(unsafe { BorrowedPage::from_raw(page) })
     }
 }

@@ -28,8 +28,8 @@ part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload dev_node m
  memory_pressure unprivileged_sees_no_addresses broken_drivers_caught kmemleak_clean"
 part2="reload_cycles kobject_release_clean device_contract fault_around stress fuzz kmemleak_clean"
 part3="pagewalk_matches_kernel pagewalk_levels pagewalk_zones layout_allocations_in_their_regions
- maps_annotated pagewalk_no_addresses_in_log fragmented_buffer_is_scattered kunit_results
- doctest_results kmemleak_clean"
+ maps_annotated pagewalk_no_addresses_in_log fragmented_buffer_is_scattered
+ fault_around_across_page_tables kunit_results doctest_results kmemleak_clean"
 if [ "${1:-}" = --part ]; then
     # shellcheck disable=SC2086 # a part is a list of words
     case ${2:-} in
@@ -574,6 +574,25 @@ maps_annotated() {
     rmmod mapdrv || return 1
 }
 
+# Fault-around finds a window's pages by walking down to the kernel's PTE table once and
+# reading the entries after it. 1500 pages span at least three of the kernel's page tables, so
+# windows of 16 and of 512 pages go on from one table to the next; maptest checks every byte.
+fault_around_across_page_tables() {
+    for n in 16 512; do
+        insmod mapdrv.ko pages=1500 fault_around=$n || fail "insmod fault_around=$n failed" || return 1
+        out=$(./maptest /dev/mapdrv) || fail "fault_around=$n: $(echo "$out" | tail -n 1)" || return 1
+        stats=$(cat /sys/kernel/debug/mapdrv/stats)
+        echo "$stats" | grep -q '^pages_mapped: 1500$' \
+            || fail "fault_around=$n: $(echo "$stats" | tr '\n' ' ')" || return 1
+        # At most one fault per aligned window of the mapping (and one more for a mapping
+        # that does not start on a window's boundary).
+        faults=$(echo "$stats" | sed -n 's/^faults: //p')
+        [ "$faults" -le $(((1500 + n - 1) / n + 1)) ] \
+            || fail "fault_around=$n: $faults faults for 1500 pages" || return 1
+        rmmod mapdrv || fail "rmmod failed" || return 1
+    done
+}
+
 fragmented_buffer_is_scattered() {
     # The lesson's key fact, made visible as `make run` does: with free memory
     # fragmented (maptest fragment all: a margin of large blocks, 24 MiB and
@@ -786,6 +805,7 @@ t layout_allocations_in_their_regions
 t maps_annotated
 t pagewalk_no_addresses_in_log
 t fragmented_buffer_is_scattered
+t fault_around_across_page_tables
 want kunit_results && timed kunit_results kunit_results
 want doctest_results && timed doctest_results doctest_results
 t kobject_release_clean

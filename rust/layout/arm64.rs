@@ -32,7 +32,7 @@ const MODULES_END: u64 = MODULES_VADDR + (2 << 30);
 /// `VMEMMAP_END`: vmemmap ends 1 GiB below the top (PCI I/O and the fixmap are above it).
 const VMEMMAP_END: u64 = !0u64 << 30;
 /// `sizeof(struct page)`.
-const PAGE_STRUCT: u64 = core::mem::size_of::<bindings::page>() as u64;
+pub(crate) const PAGE_STRUCT: u64 = core::mem::size_of::<bindings::page>() as u64;
 /// `VMEMMAP_START`: room for a `struct page` for every page the linear map can hold.
 pub(crate) const VMEMMAP_START: u64 =
     VMEMMAP_END - ((MODULES_VADDR - PAGE_OFFSET) >> PAGE_SHIFT) * PAGE_STRUCT;

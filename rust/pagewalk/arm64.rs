@@ -23,9 +23,9 @@
 //! (`PXNTable`, `UXNTable`, `APTable`).
 
 use super::{Entry, Level, PagingMode};
-use crate::layout::{phys_offset, PAGE_OFFSET, VMEMMAP_START};
+use crate::layout::{phys_offset, PAGE_OFFSET, PAGE_STRUCT, VMEMMAP_START};
 use core::fmt;
-use kernel::{bindings, prelude::kunit_tests};
+use kernel::prelude::kunit_tests;
 
 pub(super) const NAME: &str = "arm64";
 
@@ -330,6 +330,7 @@ pub(super) fn root() -> Option<(PagingMode, u64)> {
 }
 
 /// The kernel's `__phys_to_virt()`: the linear map address of physical address `phys`.
+#[inline]
 pub(super) fn phys_to_virt(phys: u64) -> usize {
     (phys.wrapping_sub(phys_offset()) | PAGE_OFFSET) as usize
 }
@@ -337,10 +338,10 @@ pub(super) fn phys_to_virt(phys: u64) -> usize {
 /// The address `struct page` 0 would have: the kernel's `vmemmap`, the `struct page` array
 /// below the top gigabyte (`VMEMMAP_START`, from the memory map in `layout/arm64.rs`),
 /// indexed from the first frame of the linear map.
+#[inline]
 pub(super) fn vmemmap_base() -> usize {
-    let page = core::mem::size_of::<bindings::page>() as u64;
     let first_pfn = phys_offset() >> kernel::page::PAGE_SHIFT;
-    VMEMMAP_START.wrapping_sub(first_pfn * page) as usize
+    VMEMMAP_START.wrapping_sub(first_pfn * PAGE_STRUCT) as usize
 }
 
 /// Reads entry `index` of the table at physical address `table`.
@@ -349,6 +350,7 @@ pub(super) fn vmemmap_base() -> usize {
 ///
 /// `table` must be the physical address of a live page table and `index` below its number of
 /// entries.
+#[inline]
 pub(super) unsafe fn read_entry(table: u64, index: usize) -> u64 {
     let ptr = (phys_to_virt(table) + index * 8) as *const u64;
     // SAFETY: The table is live and in the linear map, which maps all of memory; the MMU and
@@ -360,7 +362,7 @@ pub(super) unsafe fn read_entry(table: u64, index: usize) -> u64 {
 #[kunit_tests(mapdrv_pagewalk_arm64)]
 mod tests {
     use super::*;
-    use kernel::{error::code::EINVAL, prelude::*};
+    use kernel::{bindings, error::code::EINVAL, prelude::*};
 
     /// The root of the walk, read from `TTBR1_EL1`, is a page-aligned table in memory the
     /// linear map covers, and the same on every CPU and at every call (the kernel's tables are

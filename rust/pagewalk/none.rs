@@ -43,10 +43,12 @@ pub(super) fn root() -> Option<(PagingMode, u64)> {
     None
 }
 
+#[inline]
 pub(super) fn phys_to_virt(_phys: u64) -> usize {
     0
 }
 
+#[inline]
 pub(super) fn vmemmap_base() -> usize {
     0
 }
@@ -56,6 +58,7 @@ pub(super) fn vmemmap_base() -> usize {
 /// # Safety
 ///
 /// None needed; the signature is that of the other architectures.
+#[inline]
 pub(super) unsafe fn read_entry(_table: u64, _index: usize) -> u64 {
     0
 }

@@ -111,17 +111,20 @@ pub(super) fn root() -> Option<(PagingMode, u64)> {
 }
 
 /// The start of the direct map (`page_offset_base`, randomised at boot).
+#[inline]
 pub(super) fn page_offset_base() -> usize {
     // SAFETY: Set once during early boot, read-only afterwards.
     unsafe { bindings::page_offset_base }
 }
 
 /// The kernel's `__va()`: the direct map address of physical address `phys`.
+#[inline]
 pub(super) fn phys_to_virt(phys: u64) -> usize {
     page_offset_base() + phys as usize
 }
 
 /// The address of `struct page` 0 (`vmemmap_base`, randomised at boot).
+#[inline]
 pub(super) fn vmemmap_base() -> usize {
     // SAFETY: Set once during early boot, read-only afterwards.
     unsafe { bindings::vmemmap_base }
@@ -133,6 +136,7 @@ pub(super) fn vmemmap_base() -> usize {
 ///
 /// `table` must be the physical address of a live page table and `index` below its number of
 /// entries.
+#[inline]
 pub(super) unsafe fn read_entry(table: u64, index: usize) -> u64 {
     let ptr = (phys_to_virt(table) + index * 8) as *const u64;
     // SAFETY: The table is live and in the direct map; the MMU and the kernel update entries
