@@ -17,7 +17,8 @@
 //! 5. **Fault.** The first touch of each page of the mapping faults. The fault handler does
 //!    step 2 for that page and inserts it into the process's page tables: demand paging. With
 //!    `fault_around=N` (a power of two; default 1, pure demand paging) it maps the aligned block
-//!    of N pages around the faulting one in the same fault, as the kernel does for files.
+//!    of N pages around the faulting one in the same fault, as the kernel does for files, and
+//!    finds them with one walk down to their PTE table instead of one walk per page.
 //!
 //! Contents: the byte at offset `off` is `off % 251`, except that page `i` of `n` begins with
 //! the text `mapdrv page {i} of {n}\n`. Counters are in `/sys/kernel/debug/mapdrv/stats`,
