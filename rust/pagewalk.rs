@@ -273,8 +273,8 @@ fn page_ptr(phys: u64) -> usize {
 ///
 /// # Invariants
 ///
-/// `table` is the physical address of a live PTE table, live for `'a`, and `first + len` is
-/// its number of entries.
+/// `table` is the physical address of a PTE table of the kernel's that stays in place for
+/// `'a`, and `first + len` is its number of entries.
 pub struct PteRun<'a> {
     table: u64,
     first: usize,
@@ -323,9 +323,10 @@ impl PteRun<'_> {
 ///
 /// # Safety
 ///
-/// The pages from `addr` to the end of its PTE table that the caller reads through the run
-/// must stay mapped for `'a`, so that the tables on their path are not freed meanwhile (for
-/// example, they lie in memory the caller owns).
+/// The page at `addr` must stay mapped for `'a` (for example, it lies in memory the caller
+/// owns), so that the tables on its path, and its PTE table which the run reads, are not freed
+/// meanwhile. (The entries of other pages in that table may change; reading one gives what it
+/// holds at the time.)
 pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
     let (mode, mut table) = arch::root().ok_or(WalkError::Unsupported)?;
     let addr64 = addr as u64;
@@ -333,7 +334,7 @@ pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
         let index = ((addr64 >> shift) & ((1 << bits) - 1)) as usize;
         if level == Level::Pte {
             // INVARIANT: `table` came from a present, non-huge PMD entry on the path to `addr`,
-            // which the caller keeps mapped for `'a`; it has `1 << bits` entries.
+            // whose page the caller keeps mapped for `'a`; it has `1 << bits` entries.
             return Ok(PteRun {
                 table,
                 first: index,

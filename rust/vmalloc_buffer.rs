@@ -277,9 +277,8 @@ impl<'a> PageCursor<'a> {
             if index >= *first && index - *first < ptes.len());
         if !covered {
             let addr = self.buffer.page_addr(index)?;
-            // SAFETY: The run is read only for pages of the buffer (`index - first` below the
-            // buffer's end, checked above and in `page`), which `'a` borrows: the allocation,
-            // and so the page tables on the way to its pages, stay in place while it lives.
+            // SAFETY: Page `index` is a page of the buffer (`page` checked `index < pages`),
+            // which `'a` borrows: it stays mapped as long as the run is used.
             let ptes = unsafe { pagewalk::pte_run(addr) }.ok()?;
             self.run = Some((index, ptes));
         }
