@@ -27,7 +27,7 @@
 //! `/sys/kernel/debug/mapdrv/layout`.
 
 use kernel::{
-    cpu, debugfs, fmt,
+    debugfs, fmt,
     fs::{File, Kiocb, LocalFile},
     iov::{IovIterDest, IovIterSource},
     mm::virt::VmaRef,
@@ -52,6 +52,9 @@ mod layout;
 #[path = "rust/pagewalk.rs"]
 mod pagewalk;
 #[allow(unreachable_pub, dead_code)]
+#[path = "rust/percpu.rs"]
+mod percpu;
+#[allow(unreachable_pub, dead_code)]
 #[path = "rust/vm_ops.rs"]
 mod vm_ops;
 #[allow(unreachable_pub)]
@@ -63,6 +66,7 @@ mod zones;
 
 use chrdev::{CharDevice, Options, Registration};
 use pagewalk::Level;
+use percpu::PerCpuCounter;
 use vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
 use vmalloc_buffer::{VmallocBuffer, WalkCheckError};
 
@@ -145,11 +149,11 @@ struct Shared {
 /// Counters shown in debugfs.
 struct Stats {
     /// Fault handler calls that mapped the faulting page.
-    faults: CpuCounter,
+    faults: PerCpuCounter,
     /// Pages the fault handler mapped besides the faulting ones (fault-around): so that a
     /// fault of `fault_around=1` updates one counter, not two. `pages_mapped` in debugfs is
     /// the sum of both.
-    neighbours: CpuCounter,
+    neighbours: PerCpuCounter,
     /// Live VMAs.
     mappings: Atomic<u64>,
     /// Open files.
@@ -159,8 +163,8 @@ struct Stats {
 impl Stats {
     fn new() -> Result<Self> {
         Ok(Stats {
-            faults: CpuCounter::new()?,
-            neighbours: CpuCounter::new()?,
+            faults: PerCpuCounter::new()?,
+            neighbours: PerCpuCounter::new()?,
             mappings: Atomic::new(0),
             opens: Atomic::new(0),
         })
@@ -174,37 +178,6 @@ impl Stats {
         let pages_mapped = self.faults.sum() + self.neighbours.sum();
         writeln!(f, "pages_mapped: {pages_mapped}")?;
         writeln!(f, "fault_around: {fault_around}")
-    }
-}
-
-/// A counter with one slot per CPU, each in its own cache line: faults on different CPUs
-/// never write the same line. Reading it sums the slots.
-struct CpuCounter(KVec<CpuSlot>);
-
-#[repr(align(64))]
-struct CpuSlot(Atomic<u64>);
-
-impl CpuCounter {
-    fn new() -> Result<Self> {
-        let cpus = cpu::nr_cpu_ids() as usize;
-        let mut slots = KVec::with_capacity(cpus, GFP_KERNEL)?;
-        for _ in 0..cpus {
-            slots.push(CpuSlot(Atomic::new(0)), GFP_KERNEL)?;
-        }
-        Ok(CpuCounter(slots))
-    }
-
-    #[inline]
-    fn add(&self, n: u64) {
-        // The task may move to another CPU meanwhile; the add stays atomic, and it is rare.
-        let cpu = cpu::CpuId::current().as_u32() as usize;
-        if let Some(slot) = self.0.get(cpu) {
-            slot.0.add(n, Relaxed);
-        }
-    }
-
-    fn sum(&self) -> u64 {
-        self.0.iter().map(|slot| slot.0.load(Relaxed)).sum()
     }
 }
 
@@ -609,6 +582,7 @@ impl Drop for MapDrv {
 #[kunit_tests(mapdrv_pagewalk)]
 mod tests {
     use super::*;
+    use core::ffi::c_void;
     use pagewalk::WalkError;
 
     /// Fails the calling test with `EIO`, naming the condition, if it does not hold. (A panic
@@ -687,6 +661,48 @@ mod tests {
             check!(cursor.page(i).map(|p| p.as_ptr()) == kernels(i));
         }
         check!(cursor.page(PAGES).is_none() && cursor.page(usize::MAX).is_none());
+        Ok(())
+    }
+
+    /// Every CPU adds to its own copy of a per-CPU counter (on x86-64 through `%gs`, as C's
+    /// `this_cpu_add()`), and reading a CPU's copy (through `__per_cpu_offset`) finds exactly
+    /// what that CPU added; the sum finds everything.
+    #[test]
+    fn percpu_counter_adds_land_on_each_cpu() -> Result {
+        /// Adds one more than its number to the counter, on the CPU it runs on.
+        unsafe extern "C" fn add_cpu_number(info: *mut c_void) {
+            // SAFETY: `info` is the counter below, which outlives the call (`wait` is true).
+            let counter = unsafe { &*info.cast::<PerCpuCounter>() };
+            counter.add(u64::from(kernel::cpu::CpuId::current().as_u32()) + 1);
+        }
+        let counter = PerCpuCounter::new()?;
+        check!(counter.sum() == 0);
+        // SAFETY: `add_cpu_number` only adds to the counter, which lives until after the call
+        // returns, since it waits for every CPU; `__cpu_online_mask` is a static.
+        unsafe {
+            kernel::bindings::on_each_cpu_cond_mask(
+                None,
+                Some(add_cpu_number),
+                core::ptr::from_ref(&counter).cast_mut().cast(),
+                true,
+                &raw const kernel::bindings::__cpu_online_mask,
+            )
+        };
+        let mut expected = 0;
+        for cpu in (0..kernel::cpu::nr_cpu_ids()).filter_map(kernel::cpu::CpuId::from_u32) {
+            let Some(copy) = counter.on(cpu) else {
+                continue;
+            };
+            // A CPU that was online added its number plus one; an offline one, nothing.
+            check!(copy == 0 || copy == u64::from(cpu.as_u32()) + 1);
+            expected += copy;
+        }
+        check!(expected > 0 && counter.sum() == expected);
+        // From this task, wherever it runs: the sum has every add.
+        for n in 1..=1000 {
+            counter.add(n);
+        }
+        check!(counter.sum() == expected + 500_500);
         Ok(())
     }
 

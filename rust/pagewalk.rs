@@ -259,9 +259,13 @@ impl Translation {
 
 /// The address of the `struct page` of the frame holding physical address `phys`, in the
 /// kernel's `vmemmap` array.
+#[inline]
 fn page_ptr(phys: u64) -> usize {
     let pfn = (phys >> kernel::page::PAGE_SHIFT) as usize;
-    arch::vmemmap_base().wrapping_add(pfn * core::mem::size_of::<kernel::bindings::page>())
+    // Wrapping, as the kernel's pointer arithmetic: no check on the fault-around path. (The
+    // product fits anyway: a page frame number of at most 52 bits of address, times 64.)
+    arch::vmemmap_base()
+        .wrapping_add(pfn.wrapping_mul(core::mem::size_of::<kernel::bindings::page>()))
 }
 
 /// The page table entries of consecutive pages: the PTE of one address and the entries after
@@ -273,17 +277,31 @@ fn page_ptr(phys: u64) -> usize {
 ///
 /// # Invariants
 ///
-/// `table` is the physical address of a PTE table of the kernel's that stays in place for
-/// `'a`, and `first + len` is its number of entries.
+/// Unless `len` is zero (an empty run, [`PteRun::empty`]), `entries` is the direct-map address
+/// of entry `first` of a PTE table of the kernel's that stays in place for `'a`, and
+/// `first + len` is that table's number of entries.
 pub struct PteRun<'a> {
-    table: u64,
+    entries: *const u64,
     first: usize,
     len: usize,
     _mapped: core::marker::PhantomData<&'a ()>,
 }
 
 impl PteRun<'_> {
+    /// A run of no entries: [`PteRun::entry`] is `None` for every `i`.
+    #[inline]
+    pub fn empty() -> Self {
+        // INVARIANT: `len` is zero.
+        PteRun {
+            entries: core::ptr::null(),
+            first: 0,
+            len: 0,
+            _mapped: core::marker::PhantomData,
+        }
+    }
+
     /// How many entries the run has: from the address's own PTE to the end of its table.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -295,13 +313,15 @@ impl PteRun<'_> {
         if i >= self.len {
             return None;
         }
-        let index = self.first + i;
-        // SAFETY: `table` is a live PTE table for `'a` and `index` is below its number of
-        // entries (type invariants, `i < len`).
-        let raw = unsafe { arch::read_entry(self.table, index) };
+        // SAFETY: `len` is not zero, so `entries` is entry `first` of a PTE table live for `'a`, in the
+        // direct map, which maps all of memory, and `first + i` is below the table's number of
+        // entries (type invariants, `i < len`): entry `first + i` is in the same table. The MMU
+        // and the kernel update entries with single aligned 8-byte writes, which a volatile read
+        // sees whole (READ_ONCE), as `arch::read_entry` reads them.
+        let raw = unsafe { self.entries.add(i).read_volatile() };
         Some(Entry {
             level: Level::Pte,
-            index,
+            index: self.first.wrapping_add(i),
             raw,
         })
     }
@@ -334,9 +354,10 @@ pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
         let index = ((addr64 >> shift) & ((1 << bits) - 1)) as usize;
         if level == Level::Pte {
             // INVARIANT: `table` came from a present, non-huge PMD entry on the path to `addr`,
-            // whose page the caller keeps mapped for `'a`; it has `1 << bits` entries.
+            // whose page the caller keeps mapped for `'a`; it has `1 << bits` entries, of 8
+            // bytes each, and `index` is below that.
             return Ok(PteRun {
-                table,
+                entries: (arch::phys_to_virt(table) + index * 8) as *const u64,
                 first: index,
                 len: (1 << bits) - index,
                 _mapped: core::marker::PhantomData,

@@ -87,7 +87,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-use core::marker::PhantomData;
+use core::{marker::PhantomData, mem::MaybeUninit};
 use kernel::{
     bindings,
     error::code::{EBUSY, EFAULT, ENOMEM},
@@ -481,15 +481,19 @@ impl VmFault {
         'window: while next < window.pages && !end {
             // Keep the pages (`P`) alive until they are mapped.
             let mut held: [Option<P>; BATCH] = core::array::from_fn(|_| None);
-            let mut ptrs = [core::ptr::null_mut::<bindings::page>(); BATCH];
+            // Written up to `len` before `vm_insert_pages()` reads them (no zeroing per batch).
+            let mut ptrs = [const { MaybeUninit::<*mut bindings::page>::uninit() }; BATCH];
+            // The batch: up to `BATCH` pages of the `pages - next` left (`next < pages`).
+            let want = (window.pages - next).min(BATCH);
+            let pgoff = window.pgoff + next;
             let mut len = 0;
-            while len < BATCH && next + len < window.pages {
-                let Some(p) = page(window.pgoff + next + len) else {
+            while len < want {
+                let Some(p) = page(pgoff + len) else {
                     // The window ends here (after this batch).
                     end = true;
                     break;
                 };
-                ptrs[len] = p.as_ptr();
+                ptrs[len] = MaybeUninit::new(p.as_ptr());
                 held[len] = Some(p);
                 len += 1;
             }
@@ -503,14 +507,14 @@ impl VmFault {
                 let addr = window.address + ((first + at) << bindings::PAGE_SHIFT);
                 // SAFETY: `vma` is a mixed map, read-locked for the fault; `addr` and the
                 // `left` pages after it lie in the window, so in the VMA (type invariants of
-                // `FaultWindow`, made for this fault). Every pointer in `ptrs[at..len]` is a
-                // page that `held` keeps valid during the call; the VMA takes its own
+                // `FaultWindow`, made for this fault). `ptrs[at..len]` are initialized, each to
+                // a page that `held` keeps valid during the call; the VMA takes its own
                 // references. `vm_insert_pages()` writes back how many were not mapped.
                 let ret = unsafe {
                     bindings::vm_insert_pages(
                         vma.as_ptr(),
                         addr,
-                        ptrs[at..].as_mut_ptr(),
+                        ptrs[at..].as_mut_ptr().cast(),
                         &mut left,
                     )
                 };

@@ -17,7 +17,7 @@ use core::ptr::NonNull;
 use kernel::{
     alloc::Flags,
     new_mutex,
-    page::{BorrowedPage, PAGE_SIZE},
+    page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Release},
@@ -135,8 +135,10 @@ impl VmallocBuffer {
         if index >= self.pages {
             return None;
         }
-        // SAFETY: `index < pages`, so the offset stays inside the allocation (type invariants).
-        let ptr = unsafe { self.base.add(index * PAGE_SIZE) };
+        // SAFETY: `index < pages`, so the offset stays inside the allocation (type invariants),
+        // and `index << PAGE_SHIFT` (`index * PAGE_SIZE`, which cannot overflow for a page of an
+        // allocation: no check needed on the fault path) is that offset.
+        let ptr = unsafe { self.base.add(index << PAGE_SHIFT) };
         // The kernel's walk of its own page tables, PGD to PTE, for a vmalloc address. (What
         // `Vmalloc::to_page` does, called directly: one call less on the fault's hot path.)
         // SAFETY: `ptr` points into a live vmalloc allocation, whose page tables stay in place
@@ -154,13 +156,16 @@ impl VmallocBuffer {
         PageCursor {
             buffer: self,
             fast: self.walk_checked.load(Acquire),
-            run: None,
+            // INVARIANT: An empty run.
+            start: 0,
+            run: PteRun::empty(),
         }
     }
 
     /// The kernel virtual address of page `index`, or `None` past the end.
     pub fn page_addr(&self, index: usize) -> Option<usize> {
-        (index < self.pages).then(|| self.base.as_ptr() as usize + index * PAGE_SIZE)
+        // As in `page`: below `pages`, the shift cannot overflow.
+        (index < self.pages).then(|| self.base.as_ptr() as usize + (index << PAGE_SHIFT))
     }
 
     /// Translates page `index` by walking the kernel page tables by hand, or `None` past the
@@ -227,9 +232,9 @@ impl VmallocBuffer {
 ///
 /// # Invariants
 ///
-/// If `fast` is `true`, the buffer's `walk_checked` was `true`. `run`, if any, is
-/// `(first, ptes)`: `ptes` are the page table entries of buffer pages `first..` to the end of
-/// their page table.
+/// If `fast` is `true`, the buffer's `walk_checked` was `true`. `run` holds the page table
+/// entries of buffer pages `start..start + run.len()`, which end with their page table (or
+/// none).
 ///
 /// # Examples
 ///
@@ -250,7 +255,8 @@ impl VmallocBuffer {
 pub struct PageCursor<'a> {
     buffer: &'a VmallocBuffer,
     fast: bool,
-    run: Option<(usize, PteRun<'a>)>,
+    start: usize,
+    run: PteRun<'a>,
 }
 
 impl<'a> PageCursor<'a> {
@@ -273,17 +279,21 @@ impl<'a> PageCursor<'a> {
     /// if the current run does not cover it; `None` if the walk or the entry fails.
     #[inline]
     fn read_pte(&mut self, index: usize) -> Option<BorrowedPage<'a>> {
-        let covered = matches!(&self.run, Some((first, ptes))
-            if index >= *first && index - *first < ptes.len());
-        if !covered {
+        // Page `index`'s place in the run. One comparison: below `start`, the difference wraps
+        // to above any run's length.
+        let mut i = index.wrapping_sub(self.start);
+        if i >= self.run.len() {
             let addr = self.buffer.page_addr(index)?;
             // SAFETY: Page `index` is a page of the buffer (`page` checked `index < pages`),
             // which `'a` borrows: it stays mapped as long as the run is used.
-            let ptes = unsafe { pagewalk::pte_run(addr) }.ok()?;
-            self.run = Some((index, ptes));
+            let run = unsafe { pagewalk::pte_run(addr) }.ok()?;
+            // INVARIANT: The run starts with page `index`'s entry, and ends with its table.
+            self.start = index;
+            self.run = run;
+            i = 0;
         }
-        let (first, ptes) = self.run.as_ref()?;
-        let page = NonNull::new(ptes.page_ptr(index - first)? as *mut kernel::bindings::page)?;
+        let page = self.run.page_ptr(i)?;
+        let page = NonNull::new(page as *mut kernel::bindings::page)?;
         // SAFETY: `fast` is set, so the explicit walk of every page of the buffer found the
         // `struct page` that `vmalloc_to_page()` returns (type invariants), and the kernel does
         // not change the page table entries of a live vmalloc allocation: this entry, page
