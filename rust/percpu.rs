@@ -48,7 +48,7 @@ pub struct PerCpuCounter {
 // to the thread that made it.
 unsafe impl Send for PerCpuCounter {}
 
-// SAFETY: `add` and `sum` take `&self` and touch the copies only with single-instruction or
+// SAFETY: Every method takes `&self` and touches the copies only with single-instruction or
 // atomic accesses (type invariants), so sharing the counter between threads is sound.
 unsafe impl Sync for PerCpuCounter {}
 
@@ -92,7 +92,8 @@ impl PerCpuCounter {
         {
             // The task may move to another CPU before the add: the add is atomic, so it only
             // lands in that CPU's copy, and the sum stays right.
-            if let Some(copy) = self.copy(CpuId::current()) {
+            // SAFETY: The CPU this runs on is a possible CPU.
+            if let Some(copy) = unsafe { self.copy(CpuId::current()) } {
                 copy.add(n, Relaxed);
             }
         }
@@ -103,7 +104,8 @@ impl PerCpuCounter {
         let total: u64 = (0..cpu::nr_cpu_ids())
             .filter_map(CpuId::from_u32)
             .filter(|&cpu| possible().test(cpu))
-            .filter_map(|cpu| self.copy(cpu))
+            // SAFETY: `cpu` is a possible CPU (the filter above).
+            .filter_map(|cpu| unsafe { self.copy(cpu) })
             .map(|copy| copy.load(Relaxed))
             .sum();
         total
@@ -111,21 +113,26 @@ impl PerCpuCounter {
 
     /// What CPU `cpu`'s copy holds, or `None` if `cpu` is not a possible CPU.
     pub fn on(&self, cpu: CpuId) -> Option<u64> {
-        possible()
-            .test(cpu)
-            .then(|| self.copy(cpu))
-            .flatten()
-            .map(|copy| copy.load(Relaxed))
+        if !possible().test(cpu) {
+            return None;
+        }
+        // SAFETY: `cpu` is a possible CPU (just checked).
+        unsafe { self.copy(cpu) }.map(|copy| copy.load(Relaxed))
     }
 
-    /// CPU `cpu`'s copy, if `cpu` is a possible CPU.
-    fn copy(&self, cpu: CpuId) -> Option<&Atomic<u64>> {
+    /// CPU `cpu`'s copy (`None` only if `cpu` is past the kernel's array of offsets).
+    ///
+    /// # Safety
+    ///
+    /// `cpu` must be a possible CPU: the others have no per-CPU memory, and their offsets lead
+    /// nowhere.
+    unsafe fn copy(&self, cpu: CpuId) -> Option<&Atomic<u64>> {
         let offset = offset(cpu)?;
         let addr = (self.ptr.as_ptr() as usize).wrapping_add(offset);
-        // SAFETY: For a possible CPU (the callers check, or take the current CPU, which is
-        // possible), `ptr + __per_cpu_offset[cpu]` is that CPU's copy, live until `self` is
-        // dropped (type invariants); every other access to it is an atomic load or a
-        // single-instruction or atomic add, so there is no data race.
+        // SAFETY: `cpu` is a possible CPU (the caller guarantees it), so `ptr + its offset`
+        // is its copy, live until `self` is dropped (type invariants); every other access to
+        // it is an atomic load or a single-instruction or atomic add, so there is no data
+        // race.
         Some(unsafe { Atomic::from_ptr(addr as *mut u64) })
     }
 }
