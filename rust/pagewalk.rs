@@ -313,11 +313,11 @@ impl PteRun<'_> {
         if i >= self.len {
             return None;
         }
-        // SAFETY: `len` is not zero, so `entries` is entry `first` of a PTE table live for `'a`, in the
-        // direct map, which maps all of memory, and `first + i` is below the table's number of
-        // entries (type invariants, `i < len`): entry `first + i` is in the same table. The MMU
-        // and the kernel update entries with single aligned 8-byte writes, which a volatile read
-        // sees whole (READ_ONCE), as `arch::read_entry` reads them.
+        // SAFETY: `len` is not zero, so `entries` is entry `first` of a PTE table live for
+        // `'a`, in the direct map, which maps all of memory, and `first + i` is below the
+        // table's number of entries (type invariants, `i < len`): entry `first + i` is in the
+        // same table. The MMU and the kernel update entries with single aligned 8-byte writes,
+        // which a volatile read sees whole (READ_ONCE), as `arch::read_entry` reads them.
         let raw = unsafe { self.entries.add(i).read_volatile() };
         Some(Entry {
             level: Level::Pte,

@@ -441,10 +441,10 @@ impl VmFault {
     /// Fails only if the faulting page itself could not be mapped; a neighbour that cannot be
     /// mapped just stays unmapped until its own fault. If the page table went away meanwhile
     /// (`-EFAULT` from `vm_insert_pages()`: another thread's `madvise(MADV_DONTNEED)` freed
-    /// it), the fault fails with [`FaultError::Retry`] and is taken again. The pages are inserted in batches, one
-    /// page table lock each (`vm_insert_pages()`). Like [`VmFault::insert_page`], this needs a
-    /// mixed map, takes the VMA's own reference on each page, and maps with the protection of
-    /// the VMA.
+    /// it), the fault fails with [`FaultError::Retry`] and is taken again. The pages are
+    /// inserted in batches, one page table lock each (`vm_insert_pages()`). Like
+    /// [`VmFault::insert_page`], this needs a mixed map, takes the VMA's own reference on each
+    /// page, and maps with the protection of the VMA.
     ///
     /// # Examples
     ///
