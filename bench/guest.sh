@@ -149,6 +149,10 @@ for fa in 16 512; do
         END { printf "%.2f", p / f }' /sys/kernel/debug/mapdrv/stats)"
 done
 
+# Every measurement, for a look at how much they spread (the host reads only
+# the `bench:` lines).
+awk '!($1 in v) { order[++n] = $1 } { v[$1] = v[$1] " " $2 }
+    END { for (i = 1; i <= n; i++) print "samples:", order[i] v[order[i]] }' "$samples"
 rm -f /tmp/bench.dat
 rmmod mapdrv || fail "rmmod mapdrv"
 rmmod mapdrv_cref || fail "rmmod mapdrv_cref"
