@@ -582,7 +582,6 @@ impl Drop for MapDrv {
 #[kunit_tests(mapdrv_pagewalk)]
 mod tests {
     use super::*;
-    use core::ffi::c_void;
     use pagewalk::WalkError;
 
     /// Fails the calling test with `EIO`, naming the condition, if it does not hold. (A panic
@@ -661,48 +660,6 @@ mod tests {
             check!(cursor.page(i).map(|p| p.as_ptr()) == kernels(i));
         }
         check!(cursor.page(PAGES).is_none() && cursor.page(usize::MAX).is_none());
-        Ok(())
-    }
-
-    /// Every CPU adds to its own copy of a per-CPU counter (on x86-64 through `%gs`, as C's
-    /// `this_cpu_add()`), and reading a CPU's copy (through `__per_cpu_offset`) finds exactly
-    /// what that CPU added; the sum finds everything.
-    #[test]
-    fn percpu_counter_adds_land_on_each_cpu() -> Result {
-        /// Adds one more than its number to the counter, on the CPU it runs on.
-        unsafe extern "C" fn add_cpu_number(info: *mut c_void) {
-            // SAFETY: `info` is the counter below, which outlives the call (`wait` is true).
-            let counter = unsafe { &*info.cast::<PerCpuCounter>() };
-            counter.add(u64::from(kernel::cpu::CpuId::current().as_u32()) + 1);
-        }
-        let counter = PerCpuCounter::new()?;
-        check!(counter.sum() == 0);
-        // SAFETY: `add_cpu_number` only adds to the counter, which lives until after the call
-        // returns, since it waits for every CPU; `__cpu_online_mask` is a static.
-        unsafe {
-            kernel::bindings::on_each_cpu_cond_mask(
-                None,
-                Some(add_cpu_number),
-                core::ptr::from_ref(&counter).cast_mut().cast(),
-                true,
-                &raw const kernel::bindings::__cpu_online_mask,
-            )
-        };
-        let mut expected = 0;
-        for cpu in (0..kernel::cpu::nr_cpu_ids()).filter_map(kernel::cpu::CpuId::from_u32) {
-            let Some(copy) = counter.on(cpu) else {
-                continue;
-            };
-            // A CPU that was online added its number plus one; an offline one, nothing.
-            check!(copy == 0 || copy == u64::from(cpu.as_u32()) + 1);
-            expected += copy;
-        }
-        check!(expected > 0 && counter.sum() == expected);
-        // From this task, wherever it runs: the sum has every add.
-        for n in 1..=1000 {
-            counter.add(n);
-        }
-        check!(counter.sum() == expected + 500_500);
         Ok(())
     }
 

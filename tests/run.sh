@@ -636,12 +636,13 @@ pagewalk_no_addresses_in_log() {
 kunit_results() {
     # Not a test itself: the module's KUnit suites ran when it was loaded;
     # each case becomes a line of ours. Needs CONFIG_KUNIT (the debug kernel).
-    # Suites: mapdrv_pagewalk (the walk, on every architecture) and
-    # mapdrv_pagewalk_$ARCH (the architecture's own: descriptor decoding, ...).
-    kunit_filter 'mapdrv_pagewalk*.*'
+    # Suites: mapdrv_pagewalk (the walk, on every architecture),
+    # mapdrv_pagewalk_$ARCH (the architecture's own: descriptor decoding, ...)
+    # and mapdrv_percpu (the per-CPU counter).
+    kunit_filter 'mapdrv_*.*'
     insmod mapdrv.ko || { kunit_filter 'no_suite_outside_kunit_results'; notok kunit "insmod failed"; return; }
     kunit_filter 'no_suite_outside_kunit_results'
-    for suite in mapdrv_pagewalk "mapdrv_pagewalk_$ARCH"; do
+    for suite in mapdrv_pagewalk "mapdrv_pagewalk_$ARCH" mapdrv_percpu; do
         kunit_suite "$suite"
     done
     rmmod mapdrv
