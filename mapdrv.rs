@@ -411,7 +411,7 @@ impl VmOperations for Shared {
         // index in the mapping. `mmap` checked the range, but a fault past the end (after a
         // shrinking mremap(), say) must still not reach beyond the buffer.
         let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
-        let mapped = vmf.insert_page(&page)?;
+        let mapped = vmf.insert_page(page)?;
         // Not counted if another thread's fault mapped the page first.
         if mapped.was_new() {
             this.stats.faults.add(1);
@@ -430,8 +430,8 @@ impl Shared {
         let window = vmf.window(self.fault_around, self.buffer.pages());
         // The window's pages, found by walking down to their page table once (twice where the
         // window spans two), then reading one entry per page: no walk from the root per page.
-        let mut pages = self.buffer.cursor();
-        let mapped = vmf.insert_pages(&window, |i| pages.page(i))?;
+        let pages = self.buffer.pages_from(window.pgoff());
+        let mapped = vmf.insert_pages(&window, pages)?;
         // The faulting page, if this fault mapped it, and the neighbours mapped with it.
         let neighbours = mapped.pages() - usize::from(mapped.was_new());
         if mapped.was_new() {
@@ -637,29 +637,31 @@ mod tests {
         walk_buffer(4096)
     }
 
-    /// A cursor finds the pages `vmalloc_to_page()` finds, in any order, across page tables:
-    /// 1100 pages span three PTE tables (four if not aligned).
+    /// The pages of `pages_from` are those `vmalloc_to_page()` finds, in order, across page
+    /// tables, to the end of the buffer and no further: 1100 pages span three PTE tables (four
+    /// if not aligned).
     #[test]
-    fn cursor_matches_vmalloc_to_page() -> Result {
+    fn pages_from_match_vmalloc_to_page() -> Result {
         const PAGES: usize = 1100;
         let buffer = KBox::pin_init(VmallocBuffer::new(PAGES, GFP_KERNEL, fill)?, GFP_KERNEL)?;
         let kernels = |i: usize| buffer.page(i).map(|p| p.as_ptr());
+        // Every page from `start` on, then the end.
+        let same_from = |start: usize| {
+            let mut pages = buffer.pages_from(start);
+            (start..PAGES).all(|i| pages.next().map(|p| p.as_ptr()) == kernels(i))
+                && pages.next().is_none()
+        };
         // Before the check, and where there is no explicit walk: vmalloc_to_page() itself.
-        let mut cursor = buffer.cursor();
-        check!(cursor.page(5).map(|p| p.as_ptr()) == kernels(5));
+        check!(same_from(1090));
         if pagewalk::paging_mode().is_none() {
             return Ok(());
         }
         check!(buffer.check_walks().is_ok());
-        let mut cursor = buffer.cursor();
-        // Forwards, backwards, and jumping between tables and back.
-        let forwards = 0..PAGES;
-        let backwards = (0..PAGES).rev();
-        let jumping = (0..PAGES).map(|i| (i * 389) % PAGES);
-        for i in Iterator::chain(Iterator::chain(forwards, backwards), jumping) {
-            check!(cursor.page(i).map(|p| p.as_ptr()) == kernels(i));
+        // From the start, from pages here and there (where the tables end depends on where the
+        // buffer starts), from the last page, and from past the end.
+        for start in [0, 5, 511, 512, 513, 1023, 1099, PAGES, usize::MAX] {
+            check!(same_from(start));
         }
-        check!(cursor.page(PAGES).is_none() && cursor.page(usize::MAX).is_none());
         Ok(())
     }
 

@@ -279,7 +279,7 @@ fn page_ptr(phys: u64) -> usize {
 ///
 /// Unless `len` is zero (an empty run, [`PteRun::empty`]), `entries` is the direct-map address
 /// of entry `first` of a PTE table of the kernel's that stays in place for `'a`, and
-/// `first + len` is that table's number of entries.
+/// `first + len` is at most that table's number of entries.
 pub struct PteRun<'a> {
     entries: *const u64,
     first: usize,
@@ -300,14 +300,19 @@ impl PteRun<'_> {
         }
     }
 
-    /// How many entries the run has: from the address's own PTE to the end of its table.
+    /// The run's first `n` entries at most: for a caller that must not read past its own
+    /// pages, which may end before the table does.
     #[inline]
-    pub fn len(&self) -> usize {
-        self.len
+    pub fn shortened(self, n: usize) -> Self {
+        // INVARIANT: A shorter run of the same table, or still empty.
+        PteRun {
+            len: self.len.min(n),
+            ..self
+        }
     }
 
-    /// The PTE of the page `i` pages after the run's first, or `None` if that is past the end
-    /// of the table.
+    /// The PTE of the page `i` pages after the run's first, or `None` if that is past the
+    /// run's end.
     #[inline]
     pub fn entry(&self, i: usize) -> Option<Entry> {
         if i >= self.len {
@@ -327,7 +332,7 @@ impl PteRun<'_> {
     }
 
     /// The address of the `struct page` that the PTE `i` pages after the run's first maps, or
-    /// `None` if that is past the end of the table or the entry is not present.
+    /// `None` if that is past the run's end or the entry is not present.
     #[inline]
     pub fn page_ptr(&self, i: usize) -> Option<usize> {
         let entry = self.entry(i)?;

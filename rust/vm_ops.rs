@@ -87,13 +87,13 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-use core::{marker::PhantomData, mem::MaybeUninit};
+use core::{marker::PhantomData, mem::MaybeUninit, ptr::NonNull};
 use kernel::{
     bindings,
     error::code::{EBUSY, EFAULT, ENOMEM},
     ffi::{c_int, c_ulong, c_void},
     mm::virt::VmaRef,
-    page::Page,
+    page::{BorrowedPage, Page},
     prelude::*,
     sync::{Arc, ArcBorrow},
     types::Opaque,
@@ -229,6 +229,118 @@ impl Mapped<'_> {
     }
 }
 
+/// A page that stays allocated for `'a`, to be mapped by [`VmFault::insert_page`] or
+/// [`VmFault::insert_pages`].
+///
+/// It is what a `&'a Page` would be without a [`Page`] to point at: a reference to the
+/// `struct page` itself, copied freely and dropped without effect. A page owned through a
+/// [`Page`] or a [`BorrowedPage`] converts from a reference to it; a page found another way
+/// (say, a page of a vmalloc allocation looked up in the kernel page tables) is made with
+/// [`PageRef::from_raw`].
+///
+/// Everything it does is inline. A handler that looks up hundreds of pages in one fault makes no
+/// call per page to turn each into the pointer the kernel takes: a module pays one call for each
+/// of `BorrowedPage::from_raw`, its `Deref` and `Page::as_ptr`, which are not `#[inline]`.
+///
+/// # Invariants
+///
+/// `ptr` points to a valid `struct page`, whose page stays allocated for at least `'a`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{page::Page, prelude::*};
+/// use kernel::mm::vm_ops::PageRef;
+///
+/// let page = Page::alloc_page(GFP_KERNEL)?;
+/// let a = PageRef::from(&page);
+/// let b = a;
+/// assert!(a == b && b.as_ptr() == page.as_ptr());
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// It borrows the page it came from, so it cannot outlive it:
+///
+/// ```ignore,compile_fail
+/// use kernel::{page::Page, prelude::*};
+/// use kernel::mm::vm_ops::PageRef;
+///
+/// fn dangling() -> Result<PageRef<'static>> {
+///     let page = Page::alloc_page(GFP_KERNEL)?;
+///     Ok(PageRef::from(&page)) // error[E0515]
+/// }
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub struct PageRef<'a> {
+    ptr: NonNull<bindings::page>,
+    _page: PhantomData<&'a Page>,
+}
+
+impl<'a> PageRef<'a> {
+    /// Makes a reference to the page whose `struct page` is at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a valid `struct page`, and the page must stay allocated for `'a`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use core::ptr::NonNull;
+    /// use kernel::{page::Page, prelude::*};
+    /// use kernel::mm::vm_ops::PageRef;
+    ///
+    /// let page = Page::alloc_page(GFP_KERNEL)?;
+    /// let ptr = NonNull::new(page.as_ptr()).ok_or(EINVAL)?;
+    /// // SAFETY: `ptr` is the `struct page` of `page`, which owns the page and outlives `r`.
+    /// let r = unsafe { PageRef::from_raw(ptr) };
+    /// assert!(r == PageRef::from(&page));
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn from_raw(ptr: NonNull<bindings::page>) -> Self {
+        // INVARIANT: Guaranteed by the caller.
+        Self {
+            ptr,
+            _page: PhantomData,
+        }
+    }
+
+    /// The `struct page`, valid for `'a`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{page::Page, prelude::*};
+    /// use kernel::mm::vm_ops::PageRef;
+    ///
+    /// let page = Page::alloc_page(GFP_KERNEL)?;
+    /// assert_eq!(PageRef::from(&page).as_ptr(), page.as_ptr());
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[inline]
+    pub fn as_ptr(self) -> *mut bindings::page {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<'a> From<&'a Page> for PageRef<'a> {
+    #[inline]
+    fn from(page: &'a Page) -> Self {
+        // SAFETY: A `Page` points to a valid `struct page` (not null) and keeps its page
+        // allocated while it lives, so for as long as it is borrowed.
+        unsafe { Self::from_raw(NonNull::new_unchecked(page.as_ptr())) }
+    }
+}
+
+impl<'a, 'b: 'a> From<&'a BorrowedPage<'b>> for PageRef<'a> {
+    #[inline]
+    fn from(page: &'a BorrowedPage<'b>) -> Self {
+        let page: &'a Page = page;
+        Self::from(page)
+    }
+}
+
 /// A page fault being handled: the kernel's `struct vm_fault`.
 ///
 /// Its fields are read through a raw pointer, never through a reference to the whole struct: the
@@ -319,7 +431,8 @@ impl VmFault {
         unsafe { (*self.inner.get()).__bindgen_anon_1.pgoff }
     }
 
-    /// Maps `page` at the faulting address with the protection of the VMA.
+    /// Maps `page` (a [`PageRef`], or a reference to a [`Page`] or a [`BorrowedPage`]) at the
+    /// faulting address with the protection of the VMA.
     ///
     /// The VMA takes its own reference on the page (dropped on unmap), so `page` need only stay
     /// valid during the call. The VMA must be a mixed map ([`VmAreaDesc::set_mixedmap`]);
@@ -340,14 +453,15 @@ impl VmFault {
     /// }
     /// ```
     #[inline]
-    pub fn insert_page(&self, page: &Page) -> Result<Mapped<'_>, FaultError> {
+    pub fn insert_page<'p>(&self, page: impl Into<PageRef<'p>>) -> Result<Mapped<'_>, FaultError> {
+        let page = page.into();
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
         // SAFETY: `vma` is a mixed map, read-locked for the fault (type invariants), and the
-        // faulting address lies in it; `page` is valid during the call, and the VMA takes its
-        // own reference. (What `VmaMixedMap::vm_insert_page` does, without its result
-        // conversion: this is the fault's hot path.)
+        // faulting address lies in it; `page` is valid for `'p`, which outlives the call, and
+        // the VMA takes its own reference. (What `VmaMixedMap::vm_insert_page` does, without
+        // its result conversion: this is the fault's hot path.)
         let ret = unsafe { bindings::vm_insert_page(vma.as_ptr(), self.address(), page.as_ptr()) };
         let new = match ret {
             0 => true,
@@ -434,9 +548,11 @@ impl VmFault {
         }
     }
 
-    /// Maps the pages of `window` that are not mapped yet, the faulting one among them: the
-    /// page for file page `i` is `page(i)`. Pages that another thread has mapped meanwhile
-    /// are left alone; if `page` returns `None`, the window ends there.
+    /// Maps the pages of `window` that are not mapped yet, the faulting one among them: `pages`
+    /// gives them in order, from the page for the window's first file page
+    /// ([`FaultWindow::pgoff`]) on, each a [`PageRef`] or a reference to a [`Page`] or a
+    /// [`BorrowedPage`], valid for `'p`, so for the whole call. Pages that another thread has
+    /// mapped meanwhile are left alone; if `pages` ends first, the window ends there.
     ///
     /// Fails only if the faulting page itself could not be mapped; a neighbour that cannot be
     /// mapped just stays unmapped until its own fault. If the page table went away meanwhile
@@ -455,20 +571,21 @@ impl VmFault {
     /// /// Maps up to 16 pages of `pages` around the fault, in one fault.
     /// fn fault_around<'f>(vmf: &'f VmFault, pages: &[Page]) -> Result<Mapped<'f>, FaultError> {
     ///     let window = vmf.window(16, pages.len());
-    ///     vmf.insert_pages(&window, |i| pages.get(i))
+    ///     vmf.insert_pages(&window, pages.iter().skip(window.pgoff()))
     /// }
     /// ```
-    pub fn insert_pages<'f, P, F>(
+    pub fn insert_pages<'f, 'p, I>(
         &'f self,
         window: &FaultWindow<'f>,
-        mut page: F,
+        pages: I,
     ) -> Result<Mapped<'f>, FaultError>
     where
-        P: core::ops::Deref<Target = Page>,
-        F: FnMut(usize) -> Option<P>,
+        I: IntoIterator,
+        I::Item: Into<PageRef<'p>>,
     {
-        /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8.
-        const BATCH: usize = 32;
+        /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8:
+        /// 512 bytes of pointers on the stack.
+        const BATCH: usize = 64;
         let Some(vma) = self.vma().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
@@ -478,23 +595,20 @@ impl VmFault {
         let mut next = 0;
         let mut error = FaultError::SigBus;
         let mut end = false;
+        let mut pages = pages.into_iter();
         'window: while next < window.pages && !end {
-            // Keep the pages (`P`) alive until they are mapped.
-            let mut held: [Option<P>; BATCH] = core::array::from_fn(|_| None);
             // Written up to `len` before `vm_insert_pages()` reads them (no zeroing per batch).
             let mut ptrs = [const { MaybeUninit::<*mut bindings::page>::uninit() }; BATCH];
             // The batch: up to `BATCH` pages of the `pages - next` left (`next < pages`).
             let want = (window.pages - next).min(BATCH);
-            let pgoff = window.pgoff + next;
             let mut len = 0;
             while len < want {
-                let Some(p) = page(pgoff + len) else {
+                let Some(p) = pages.next() else {
                     // The window ends here (after this batch).
                     end = true;
                     break;
                 };
-                ptrs[len] = MaybeUninit::new(p.as_ptr());
-                held[len] = Some(p);
+                ptrs[len] = MaybeUninit::new(p.into().as_ptr());
                 len += 1;
             }
             if len == 0 {
@@ -508,8 +622,8 @@ impl VmFault {
                 // SAFETY: `vma` is a mixed map, read-locked for the fault; `addr` and the
                 // `left` pages after it lie in the window, so in the VMA (type invariants of
                 // `FaultWindow`, made for this fault). `ptrs[at..len]` are initialized, each to
-                // a page that `held` keeps valid during the call; the VMA takes its own
-                // references. `vm_insert_pages()` writes back how many were not mapped.
+                // a page valid for `'p`, which outlives the call (`PageRef`'s invariants); the
+                // VMA takes its own references. `vm_insert_pages()` writes back how many were not mapped.
                 let ret = unsafe {
                     bindings::vm_insert_pages(
                         vma.as_ptr(),
@@ -549,7 +663,6 @@ impl VmFault {
                 }
             }
             next = first + len;
-            drop(held);
         }
         match fault_page {
             Some(new) => Ok(Mapped {

@@ -12,12 +12,15 @@
 //! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
 //! very buffer.
 
-use crate::pagewalk::{self, PteRun, Translation, WalkError};
+use crate::{
+    pagewalk::{self, PteRun, Translation, WalkError},
+    vm_ops::PageRef,
+};
 use core::ptr::NonNull;
 use kernel::{
     alloc::Flags,
     new_mutex,
-    page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
+    page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Release},
@@ -131,7 +134,7 @@ impl VmallocBuffer {
     /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
     /// page tables, or `None` past the end.
     #[inline]
-    pub fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
+    pub fn page(&self, index: usize) -> Option<PageRef<'_>> {
         if index >= self.pages {
             return None;
         }
@@ -147,17 +150,18 @@ impl VmallocBuffer {
         let page = NonNull::new(page)?;
         // SAFETY: `page` is the `struct page` behind `ptr`, a page of the allocation, which
         // lives as long as `self` and so as long as the returned page borrows it.
-        Some(unsafe { BorrowedPage::from_raw(page) })
+        Some(unsafe { PageRef::from_raw(page) })
     }
 
-    /// A cursor for looking up many pages of the buffer, in any order, with fewer walks: see
-    /// [`PageCursor`].
-    pub fn cursor(&self) -> PageCursor<'_> {
-        PageCursor {
+    /// The pages of the buffer from page `index` to the end, in order, looked up with one walk
+    /// per page table: see [`Pages`].
+    pub fn pages_from(&self, index: usize) -> Pages<'_> {
+        // INVARIANT: An empty run, so the next page is `start + i`, page `index`.
+        Pages {
             buffer: self,
             fast: self.walk_checked.load(Acquire),
-            // INVARIANT: An empty run.
-            start: 0,
+            start: index,
+            i: 0,
             run: PteRun::empty(),
         }
     }
@@ -217,13 +221,13 @@ impl VmallocBuffer {
     }
 }
 
-/// Looks up pages of a [`VmallocBuffer`] walking the kernel page tables once per page table,
-/// not once per page.
+/// The pages of a [`VmallocBuffer`] from one page to the end, in order, found walking the kernel
+/// page tables once per page table, not once per page: made by [`VmallocBuffer::pages_from`].
 ///
 /// [`VmallocBuffer::page`] walks from the root, PGD to PTE, for every page. Consecutive pages
 /// of the buffer have consecutive PTEs in the same page table (512 of them per table with 4 KiB
-/// pages), so once a cursor has walked down to the PTE table of one page, the pages after it
-/// in the same table cost one read each ([`pagewalk::pte_run`]). A fault that maps a whole
+/// pages), so once the iterator has walked down to the PTE table of one page, the pages after
+/// it in the same table cost one read each ([`pagewalk::pte_run`]). A fault that maps a whole
 /// window of pages (fault-around) walks once or twice instead of once per page.
 ///
 /// It does so only for a buffer whose walks were all checked against the kernel
@@ -232,9 +236,10 @@ impl VmallocBuffer {
 ///
 /// # Invariants
 ///
-/// If `fast` is `true`, the buffer's `walk_checked` was `true`. `run` holds the page table
-/// entries of buffer pages `start..start + run.len()`, which end with their page table (or
-/// none).
+/// If `fast` is `true`, the buffer's `walk_checked` was `true`. The next page is page
+/// `start + i`, and `i <= run`'s length. `run` holds the page table entries of buffer pages
+/// `start..`, as far as the end of their page table or of the buffer, whichever comes first,
+/// and is empty unless `fast` is `true`.
 ///
 /// # Examples
 ///
@@ -242,63 +247,83 @@ impl VmallocBuffer {
 /// use crate::vmalloc_buffer::VmallocBuffer;
 ///
 /// let buffer = KBox::pin_init(VmallocBuffer::new(32, GFP_KERNEL, |_| {})?, GFP_KERNEL)?;
-/// // Without the check, the cursor asks vmalloc_to_page() for each page; with it, it reads
+/// // Without the check, the iterator asks vmalloc_to_page() for each page; with it, it reads
 /// // the page table entries itself. The pages are the same.
 /// let before = buffer.page(7).map(|p| p.as_ptr());
 /// if buffer.check_walks().is_ok() {
-///     let mut cursor = buffer.cursor();
-///     assert_eq!(cursor.page(7).map(|p| p.as_ptr()), before);
-///     assert!(cursor.page(32).is_none());
+///     let mut pages = buffer.pages_from(7);
+///     assert_eq!(pages.next().map(|p| p.as_ptr()), before);
+///     assert_eq!(pages.count(), 32 - 8);
 /// }
 /// # Ok::<(), Error>(())
 /// ```
-pub struct PageCursor<'a> {
+pub struct Pages<'a> {
     buffer: &'a VmallocBuffer,
     fast: bool,
     start: usize,
+    i: usize,
     run: PteRun<'a>,
 }
 
-impl<'a> PageCursor<'a> {
-    /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, or `None` past the end:
-    /// the same page as [`VmallocBuffer::page`] returns.
+impl<'a> Iterator for Pages<'a> {
+    type Item = PageRef<'a>;
+
     #[inline]
-    pub fn page(&mut self, index: usize) -> Option<BorrowedPage<'a>> {
+    fn next(&mut self) -> Option<PageRef<'a>> {
+        let i = self.i;
+        // Within the run: one read of a page table entry. (`page_ptr` is `None` past the run's
+        // end, and for an entry that is not present, which a live vmalloc page's never is.)
+        if let Some(page) = self.run.page_ptr(i) {
+            // `i` is below the run's length.
+            self.i = i + 1;
+            let page = NonNull::new(page as *mut kernel::bindings::page)?;
+            // SAFETY: The run is not empty, so `fast` is set, and the explicit walk of every
+            // page of the buffer found the `struct page` that `vmalloc_to_page()` returns (type
+            // invariants); the kernel does not change the page table entries of a live vmalloc
+            // allocation, so this entry, page `start + i`'s, still maps that page. It is a page
+            // of the allocation, which lives as long as `'a`.
+            return Some(unsafe { PageRef::from_raw(page) });
+        }
+        // Past the run: the next page is `start + i`, and `start + i <= pages` (type
+        // invariants; only `pages_from` sets `start` beyond, with `i == 0`).
+        let index = self.start.saturating_add(i);
         if index >= self.buffer.pages {
             return None;
         }
         if self.fast {
-            if let Some(page) = self.read_pte(index) {
-                return Some(page);
+            // INVARIANT: `fast` is set; the run starts with page `index`'s entry.
+            self.run = self.buffer.run_at(index);
+            self.start = index;
+            self.i = 0;
+            if let Some(page) = self.run.page_ptr(0) {
+                self.i = 1;
+                let page = NonNull::new(page as *mut kernel::bindings::page)?;
+                // SAFETY: As above: `fast` is set, and this is page `index`'s entry.
+                return Some(unsafe { PageRef::from_raw(page) });
             }
         }
+        // INVARIANT: An empty run, so the next page is `index + 1` (at most `pages`).
+        self.run = PteRun::empty();
+        self.start = index + 1;
+        self.i = 0;
         self.buffer.page(index)
     }
+}
 
-    /// Page `index` (below `pages`) from the page table entries, walking down to its PTE table
-    /// if the current run does not cover it; `None` if the walk or the entry fails.
-    #[inline]
-    fn read_pte(&mut self, index: usize) -> Option<BorrowedPage<'a>> {
-        // Page `index`'s place in the run. One comparison: below `start`, the difference wraps
-        // to above any run's length.
-        let mut i = index.wrapping_sub(self.start);
-        if i >= self.run.len() {
-            let addr = self.buffer.page_addr(index)?;
-            // SAFETY: Page `index` is a page of the buffer (`page` checked `index < pages`),
-            // which `'a` borrows: it stays mapped as long as the run is used.
-            let run = unsafe { pagewalk::pte_run(addr) }.ok()?;
-            // INVARIANT: The run starts with page `index`'s entry, and ends with its table.
-            self.start = index;
-            self.run = run;
-            i = 0;
+impl VmallocBuffer {
+    /// The page table entries of pages `index..` (`index` below `pages`), to the end of their
+    /// page table or of the buffer; an empty run if the walk fails. Once per page table at
+    /// most, so not inlined into the loops of [`Pages`]' users.
+    #[inline(never)]
+    fn run_at(&self, index: usize) -> PteRun<'_> {
+        let Some(addr) = self.page_addr(index) else {
+            return PteRun::empty();
+        };
+        // SAFETY: Page `index` is a page of the buffer, which `'_` borrows: it stays mapped as
+        // long as the run is used.
+        match unsafe { pagewalk::pte_run(addr) } {
+            Ok(run) => run.shortened(self.pages - index),
+            Err(_) => PteRun::empty(),
         }
-        let page = self.run.page_ptr(i)?;
-        let page = NonNull::new(page as *mut kernel::bindings::page)?;
-        // SAFETY: `fast` is set, so the explicit walk of every page of the buffer found the
-        // `struct page` that `vmalloc_to_page()` returns (type invariants), and the kernel does
-        // not change the page table entries of a live vmalloc allocation: this entry, page
-        // `index`'s, still maps that page. It is a page of the allocation, which lives as long
-        // as `'a`.
-        Some(unsafe { BorrowedPage::from_raw(page) })
     }
 }
