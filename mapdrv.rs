@@ -188,7 +188,7 @@ impl Stats {
 /// Walks the page tables by hand for every page of the buffer and checks each result against
 /// the kernel's own walk (`vmalloc_to_page()`, which the one-page fault handler uses) and
 /// against the bytes seen through the direct map. Once all agree, fault-around reads the
-/// buffer's page table entries itself ([`vmalloc_buffer::PageCursor`]). Logs no addresses.
+/// buffer's page table entries itself ([`vmalloc_buffer::Pages`]). Logs no addresses.
 fn check_page_walks(buffer: &VmallocBuffer) -> Result {
     let Some(mode) = pagewalk::paging_mode() else {
         pr_info!("no explicit page walk on this architecture; vmalloc_to_page() only\n");

@@ -166,6 +166,22 @@ impl VmallocBuffer {
         }
     }
 
+    /// The page table entries of pages `index..` (`index` below `pages`), to the end of their
+    /// page table or of the buffer; an empty run if the walk fails. Once per page table at
+    /// most, so not inlined into the loops of [`Pages`]' users.
+    #[inline(never)]
+    fn run_at(&self, index: usize) -> PteRun<'_> {
+        let Some(addr) = self.page_addr(index) else {
+            return PteRun::empty();
+        };
+        // SAFETY: Page `index` is a page of the buffer, which `'_` borrows: it stays mapped as
+        // long as the run is used.
+        match unsafe { pagewalk::pte_run(addr) } {
+            Ok(run) => run.shortened(self.pages - index),
+            Err(_) => PteRun::empty(),
+        }
+    }
+
     /// The kernel virtual address of page `index`, or `None` past the end.
     pub fn page_addr(&self, index: usize) -> Option<usize> {
         // As in `page`: below `pages`, the shift cannot overflow.
@@ -209,7 +225,7 @@ impl VmallocBuffer {
     }
 
     /// Checks the walk of every page with [`VmallocBuffer::check_walk`], and returns the first
-    /// page that fails and why. Once every page passed, [`PageCursor`] reads the buffer's page
+    /// page that fails and why. Once every page passed, [`Pages`] reads the buffer's page
     /// table entries itself.
     pub fn check_walks(&self) -> Result<(), (usize, WalkCheckError)> {
         for i in 0..self.pages {
@@ -237,7 +253,7 @@ impl VmallocBuffer {
 /// # Invariants
 ///
 /// If `fast` is `true`, the buffer's `walk_checked` was `true`. The next page is page
-/// `start + i`, and `i <= run`'s length. `run` holds the page table entries of buffer pages
+/// `start + i`, and `i` is at most the run's length. `run` holds the page table entries of buffer pages
 /// `start..`, as far as the end of their page table or of the buffer, whichever comes first,
 /// and is empty unless `fast` is `true`.
 ///
@@ -307,23 +323,5 @@ impl<'a> Iterator for Pages<'a> {
         self.start = index + 1;
         self.i = 0;
         self.buffer.page(index)
-    }
-}
-
-impl VmallocBuffer {
-    /// The page table entries of pages `index..` (`index` below `pages`), to the end of their
-    /// page table or of the buffer; an empty run if the walk fails. Once per page table at
-    /// most, so not inlined into the loops of [`Pages`]' users.
-    #[inline(never)]
-    fn run_at(&self, index: usize) -> PteRun<'_> {
-        let Some(addr) = self.page_addr(index) else {
-            return PteRun::empty();
-        };
-        // SAFETY: Page `index` is a page of the buffer, which `'_` borrows: it stays mapped as
-        // long as the run is used.
-        match unsafe { pagewalk::pte_run(addr) } {
-            Ok(run) => run.shortened(self.pages - index),
-            Err(_) => PteRun::empty(),
-        }
     }
 }
