@@ -623,7 +623,8 @@ impl VmFault {
                 // `left` pages after it lie in the window, so in the VMA (type invariants of
                 // `FaultWindow`, made for this fault). `ptrs[at..len]` are initialized, each to
                 // a page valid for `'p`, which outlives the call (`PageRef`'s invariants); the
-                // VMA takes its own references. `vm_insert_pages()` writes back how many were not mapped.
+                // VMA takes its own references. `vm_insert_pages()` writes back how many were
+                // not mapped.
                 let ret = unsafe {
                     bindings::vm_insert_pages(
                         vma.as_ptr(),

@@ -253,9 +253,9 @@ impl VmallocBuffer {
 /// # Invariants
 ///
 /// If `fast` is `true`, the buffer's `walk_checked` was `true`. The next page is page
-/// `start + i`, and `i` is at most the run's length. `run` holds the page table entries of buffer pages
-/// `start..`, as far as the end of their page table or of the buffer, whichever comes first,
-/// and is empty unless `fast` is `true`.
+/// `start + i`, and `i` is at most the run's length. `run` holds the page table entries of
+/// buffer pages `start..`, as far as the end of their page table or of the buffer, whichever
+/// comes first, and is empty unless `fast` is `true`.
 ///
 /// # Examples
 ///
