@@ -64,10 +64,10 @@ mod vmalloc_buffer;
 #[path = "rust/zones.rs"]
 mod zones;
 
-use chrdev::{CharDevice, Options, Registration};
+use chrdev::{CharDevice, Mode, Options, Registration};
 use pagewalk::Level;
 use percpu::PerCpuCounter;
-use vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+use vm_ops::{ClosingVma, FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
 use vmalloc_buffer::{VmallocBuffer, WalkCheckError};
 
 module! {
@@ -286,18 +286,19 @@ impl CharDevice for MapFile {
 
     fn read_iter(mut kiocb: Kiocb<'_, Arc<Shared>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let shared = kiocb.file();
+        // The bytes are copied, never borrowed: userspace may be writing them through a mapping.
         let bytes = shared.buffer.lock();
-        let Some(src) = usize::try_from(kiocb.ki_pos())
+        // At or past the end: end of file.
+        let Some(pos) = usize::try_from(kiocb.ki_pos())
             .ok()
-            .and_then(|pos| bytes.get(pos..))
+            .filter(|&pos| pos < bytes.len())
         else {
-            // At or past the end: end of file.
             return Ok(0);
         };
-        if src.is_empty() || iov.is_empty() {
+        if iov.is_empty() {
             return Ok(0);
         }
-        let n = iov.copy_to_iter(src);
+        let n = bytes.copy_to_iter(pos, iov);
         if n == 0 {
             return Err(EFAULT);
         }
@@ -312,12 +313,11 @@ impl CharDevice for MapFile {
         let shared = kiocb.file();
         let mut bytes = shared.buffer.lock();
         // A write at or past the end has no room; one that crosses the end is shortened.
-        let dst = usize::try_from(kiocb.ki_pos())
+        let pos = usize::try_from(kiocb.ki_pos())
             .ok()
-            .and_then(|pos| bytes.get_mut(pos..))
-            .filter(|dst| !dst.is_empty())
+            .filter(|&pos| pos < bytes.len())
             .ok_or(ENOSPC)?;
-        let n = iov.copy_from_iter(dst);
+        let n = bytes.copy_from_iter(pos, iov);
         if n == 0 {
             return Err(EFAULT);
         }
@@ -394,7 +394,7 @@ impl VmOperations for Shared {
         this.stats.mappings.add(1, Relaxed);
     }
 
-    fn close(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
+    fn close(this: ArcBorrow<'_, Self>, _vma: &ClosingVma) {
         this.stats.mappings.fetch_sub(1, Relaxed);
     }
 
@@ -537,7 +537,7 @@ impl kernel::Module for MapDrv {
         let opts = Options {
             name: c"mapdrv",
             major,
-            mode: 0o600,
+            mode: Mode::new::<0o600>(),
         };
         let dev = match Registration::<MapFile>::register(opts, shared) {
             Ok(dev) => dev,
@@ -715,6 +715,106 @@ mod tests {
         // live tables.
         let result = unsafe { pagewalk::walk(guard) };
         check!(matches!(result, Err(WalkError::NotPresent(_))));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// KUnit: the fault-around window, for any input.
+// ---------------------------------------------------------------------------------------------
+
+#[kunit_tests(mapdrv_vm_ops)]
+mod window_tests {
+    use super::*;
+    use vm_ops::window_bounds;
+
+    const PTRS: usize = 512;
+
+    /// Checks what `window_bounds` promises for one input; returns the window, or `EIO` naming
+    /// the input that broke a promise.
+    fn window(
+        max: usize,
+        address: usize,
+        start: usize,
+        end: usize,
+        pgoff: usize,
+        file_pages: usize,
+    ) -> Result<(usize, usize, usize)> {
+        let (from, pte, to) = window_bounds(max, address, start, end, pgoff, file_pages);
+        let before = address.saturating_sub(start) / PAGE_SIZE;
+        let after = (end.saturating_sub(address) / PAGE_SIZE).max(1);
+        let ok = from <= pte
+            && pte < to
+            && to <= PTRS
+            && pte == (address / PAGE_SIZE) % PTRS
+            && pte - from <= before.min(pgoff)
+            && to - pte <= after.min(file_pages.saturating_sub(pgoff).max(1))
+            && to - from <= max.clamp(1, PTRS);
+        if !ok {
+            pr_err!(
+                "window_bounds({max:#x}, {address:#x}, {start:#x}, {end:#x}, {pgoff:#x}, \
+                 {file_pages:#x}) = ({from}, {pte}, {to})\n"
+            );
+            return Err(EIO);
+        }
+        Ok((from, pte, to))
+    }
+
+    /// The extremes of every input: none may overflow (with `CONFIG_RUST_OVERFLOW_CHECKS`, the
+    /// debug kernel's, an overflow is a panic in the fault path), and the window must still hold
+    /// the faulting page and stay in its page table, its VMA and the file.
+    #[test]
+    fn window_extremes_do_not_overflow() -> Result {
+        let top = usize::MAX & !(PAGE_SIZE - 1);
+        let values = [
+            0,
+            1,
+            2,
+            15,
+            16,
+            17,
+            511,
+            512,
+            513,
+            usize::MAX / 2,
+            usize::MAX - 1,
+            usize::MAX,
+        ];
+        for &max in &values {
+            for &file_pages in &values {
+                for &pgoff in &values {
+                    // A VMA of the whole address space, one at its very top, one page at 0.
+                    window(max, 0, 0, top, pgoff, file_pages)?;
+                    window(max, top - PAGE_SIZE, 0, top, pgoff, file_pages)?;
+                    window(max, top, top, usize::MAX, pgoff, file_pages)?;
+                    window(max, 0, 0, PAGE_SIZE, pgoff, file_pages)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A window in the middle of a large VMA and file is the aligned block of `max` pages, and
+    /// a fault-around of `usize::MAX` pages is one page table's worth.
+    #[test]
+    fn window_is_the_aligned_block() -> Result {
+        let start = 0x7f00_0000_0000;
+        let end = start + 4096 * PAGE_SIZE;
+        let address = start + 1000 * PAGE_SIZE;
+        let pte = 1000 % PTRS;
+        let (from, _, to) = window(16, address, start, end, 1000, usize::MAX)?;
+        if (from, to) != (pte & !15, (pte & !15) + 16) {
+            return Err(EIO);
+        }
+        let (from, _, to) = window(usize::MAX, address, start, end, 1000, usize::MAX)?;
+        if (from, to) != (0, PTRS) {
+            return Err(EIO);
+        }
+        // Cut to the file: one page left of it from here, so the window ends after the fault.
+        let (_, _, to) = window(16, address, start, end, 1000, 1001)?;
+        if to != pte + 1 {
+            return Err(EIO);
+        }
         Ok(())
     }
 }

@@ -26,21 +26,32 @@
 //!   `cdev_alloc()`, the device from `device_create()`, the class from `class_create()`; each is
 //!   freed by the driver core's own release function, never by code of the module. (A `static`
 //!   class given to `class_register()` would be read by the core's `class_release()` after the
-//!   module's memory is freed.)
-//! - The data is reachable from C only through the device's driver data, and only in `open`,
-//!   which reads it under the device's lock. Dropping the registration clears it under the same
-//!   lock after `cdev_del()`, so an `open` that comes later still (through an inode that kept the
-//!   cdev) fails with `ENXIO`, and the data can be dropped at once. An open file does not need
+//!   module's memory is freed.) Each is a part of the registration with a `Drop` of its own, and
+//!   a registration that fails halfway drops the parts it made; a cdev that `cdev_add()` refused
+//!   is freed without its parent, on which `cdev_add()` took no reference.
+//! - The data is reference counted, and reachable from C only through the device's driver data,
+//!   by `open` and the class's `devnode`, which read it under `rcu_read_lock()`; `open` takes a
+//!   reference and calls [`CharDevice::open`] under no lock at all, so opens run in parallel and
+//!   lockdep sees every lock a driver's `open` takes. Dropping the registration clears the
+//!   driver data after `cdev_del()` and waits for an RCU grace period before dropping its own
+//!   reference: an `open` that comes later still (through an inode that kept the cdev) fails with
+//!   `ENXIO`, and one already running keeps the data until it returns. An open file does not need
 //!   the data: it has the [`CharDevice::Ptr`] that `open` made.
 //! - The file operations and the code they call belong to the module: every open file holds a
 //!   reference on the module (the cdev's and the operations' `owner`), so it cannot be unloaded
 //!   while a file, or a mapping of one, exists.
 //!
+//! Two references outlive the module in C, as they do for any C driver that uses the same calls:
+//! `class_create()` keeps the name it is given (read again by `class_release()`, only for a debug
+//! message), and a cdev whose release `CONFIG_DEBUG_KOBJECT_RELEASE` delays is still reachable
+//! from a `mknod` inode, whose next `open` reads the cdev's `owner` (`cdev_get()`) before it
+//! finds the cdev dead.
+//!
 //! # Examples
 //!
 //! ```
 //! use kernel::{fs::File, prelude::*, sync::Arc};
-//! use kernel::chrdev::{CharDevice, Options, Registration};
+//! use kernel::chrdev::{CharDevice, Mode, Options, Registration};
 //!
 //! struct Hello;
 //!
@@ -57,7 +68,7 @@
 //! // `/proc/devices` now lists `rust_hello` with a dynamic major, and `/dev/rust_hello` is
 //! // root-only.
 //! let reg = Registration::<Hello>::register(
-//!     Options { name: c"rust_hello", major: 0, mode: 0o600 },
+//!     Options { name: c"rust_hello", major: 0, mode: Mode::new::<0o600>() },
 //!     (),
 //! )?;
 //! assert!(reg.major() > 0);
@@ -79,6 +90,7 @@ use kernel::{
     module::this_module,
     prelude::*,
     str::CStr,
+    sync::{Arc, ArcBorrow},
     types::ForeignOwnable,
 };
 
@@ -107,10 +119,10 @@ pub const MAJOR_MAX: u32 = bindings::CHRDEV_MAJOR_MAX - 1;
 /// # Examples
 ///
 /// ```
-/// use kernel::chrdev::Options;
+/// use kernel::chrdev::{Mode, Options};
 ///
 /// // A node anybody may read and write, with a major chosen by the kernel.
-/// let opts = Options { name: c"rust_shared", major: 0, mode: 0o666 };
+/// let opts = Options { name: c"rust_shared", major: 0, mode: Mode::new::<0o666>() };
 /// assert_eq!(opts.name.to_bytes(), b"rust_shared");
 /// ```
 #[derive(Copy, Clone)]
@@ -119,8 +131,74 @@ pub struct Options {
     pub name: &'static CStr,
     /// The major number to claim, or 0 for one chosen by the kernel.
     pub major: u32,
-    /// The permissions of the node devtmpfs creates in `/dev` (for example `0o600`).
-    pub mode: u16,
+    /// The permissions of the node devtmpfs creates in `/dev`.
+    pub mode: Mode,
+}
+
+/// The permission bits of a device node: read, write and execute for its owner, its group and
+/// the others (`0o777` at most), and nothing else.
+///
+/// devtmpfs ORs the node's type into the mode it is given, so a mode with type bits of its own
+/// would make another kind of node: `0o060666` a world-writable *block* device for the major. A
+/// mode is therefore made from its bits at compile time, and anything beyond `0o777` does not
+/// compile:
+///
+/// ```ignore,compile_fail
+/// use kernel::chrdev::Mode;
+///
+/// const BLOCK: Mode = Mode::new::<0o060666>(); // error[E0080]
+/// ```
+///
+/// # Invariants
+///
+/// The value has no bit outside `0o777`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::chrdev::Mode;
+///
+/// // Root may read and write; the group and the others may read.
+/// let mode = Mode::new::<0o644>();
+/// assert_eq!(mode.bits(), 0o644);
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Mode(u16);
+
+impl Mode {
+    /// The mode of permission bits `BITS`, which must lie in `0o777`: checked when it compiles.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::chrdev::Mode;
+    ///
+    /// const ROOT_ONLY: Mode = Mode::new::<0o600>();
+    /// assert_eq!(ROOT_ONLY.bits(), 0o600);
+    /// ```
+    pub const fn new<const BITS: u16>() -> Self {
+        const {
+            assert!(
+                BITS & !0o777 == 0,
+                "a device node's mode takes permission bits only (0o777 at most)"
+            )
+        };
+        // INVARIANT: Checked above, at compile time.
+        Self(BITS)
+    }
+
+    /// The permission bits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::chrdev::Mode;
+    ///
+    /// assert_eq!(Mode::new::<0o400>().bits() & 0o077, 0);
+    /// ```
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
 }
 
 /// Operations of a character device; the methods not implemented fail as the VFS does for a
@@ -153,7 +231,7 @@ pub struct Options {
 ///
 /// ```
 /// use kernel::{fs::{File, Kiocb}, iov::IovIterDest, prelude::*, sync::Arc};
-/// use kernel::chrdev::{CharDevice, Options, Registration};
+/// use kernel::chrdev::{CharDevice, Mode, Options, Registration};
 ///
 /// /// A device whose every file reads as the same message.
 /// struct Motd(&'static [u8]);
@@ -178,7 +256,7 @@ pub struct Options {
 ///
 /// let motd = Arc::new(Motd(b"hello\n"), GFP_KERNEL)?;
 /// let reg = Registration::<Motd>::register(
-///     Options { name: c"rust_motd", major: 0, mode: 0o444 },
+///     Options { name: c"rust_motd", major: 0, mode: Mode::new::<0o444>() },
 ///     motd,
 /// )?;
 /// assert!(reg.major() > 0);
@@ -509,62 +587,236 @@ pub fn fixed_size_llseek(file: &LocalFile, offset: i64, whence: u32, size: i64) 
 }
 
 /// What a [`Registration`] shares with `open` and the class's `devnode` callback, through the
-/// driver data of its device.
+/// driver data of its device: refcounted, so that an `open` can keep it for as long as it runs.
 struct Inner<T: CharDevice> {
     data: T::Data,
-    mode: u16,
+    mode: Mode,
 }
 
-/// The lock of a device (`device_lock()`), held while this lives.
-struct DeviceLock(*mut bindings::device);
+/// The driver data of `device`, an `Inner<T>`, borrowed for an RCU read-side critical section.
+///
+/// # Safety
+///
+/// `device` must be valid, and its driver data null or the pointer of an `Arc<Inner<T>>` that a
+/// [`Device`] published and keeps until a grace period after it clears it.
+unsafe fn inner_of<'a, T: CharDevice>(
+    device: *const bindings::device,
+    _rcu: &'a kernel::sync::rcu::Guard,
+) -> Option<ArcBorrow<'a, Inner<T>>> {
+    // SAFETY: `device` is valid. `Device::drop` clears the field concurrently, hence one
+    // volatile load (`READ_ONCE`).
+    let ptr = unsafe { core::ptr::read_volatile(&raw const (*device).driver_data) };
+    let ptr = NonNull::new(ptr.cast::<Inner<T>>())?;
+    // SAFETY: The pointer was read inside the RCU read-side critical section `_rcu`, so the
+    // `Arc` it came from keeps its reference until the section ends (the safety requirements),
+    // which `'a` cannot outlive.
+    Some(unsafe { ArcBorrow::from_raw(ptr.as_ptr()) })
+}
 
-impl DeviceLock {
-    /// # Safety
-    ///
-    /// `dev` must be a valid device for as long as the returned guard lives.
-    unsafe fn new(dev: *mut bindings::device) -> Self {
-        // SAFETY: By the safety requirements `dev` is valid; its mutex is initialised.
-        unsafe { bindings::mutex_lock(&raw mut (*dev).mutex) };
-        Self(dev)
-    }
+/// A device number registered to us (`alloc_chrdev_region()` or `register_chrdev_region()`),
+/// unregistered when dropped.
+///
+/// # Invariants
+///
+/// `devt` is registered to us, one minor.
+struct Region {
+    devt: bindings::dev_t,
+}
 
-    /// The driver data of the device, which the lock protects for [`Registration`].
-    fn driver_data(&self) -> *mut core::ffi::c_void {
-        // SAFETY: The device is valid while the guard lives (type invariant of `new`).
-        unsafe { (*self.0).driver_data }
-    }
-
-    fn clear_driver_data(&self) {
-        // SAFETY: The device is valid while the guard lives. `devnode` reads the field without
-        // the lock, so the write is a single volatile store (`WRITE_ONCE`).
-        unsafe { core::ptr::write_volatile(&raw mut (*self.0).driver_data, core::ptr::null_mut()) };
+impl Region {
+    fn new(major: u32, name: &'static CStr) -> Result<Self> {
+        let name = name.as_char_ptr();
+        let devt = if major == 0 {
+            let mut devt: bindings::dev_t = 0;
+            // SAFETY: `devt` is valid for writing and `name` is a valid C string. The kernel
+            // copies the name.
+            to_result(unsafe { bindings::alloc_chrdev_region(&mut devt, 0, 1, name) })?;
+            devt
+        } else {
+            let devt = mkdev(major, 0);
+            // SAFETY: `name` is a valid C string; the kernel copies it.
+            to_result(unsafe { bindings::register_chrdev_region(devt, 1, name) })?;
+            devt
+        };
+        // INVARIANT: Registered just above.
+        Ok(Self { devt })
     }
 }
 
-impl Drop for DeviceLock {
+impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: `new` locked the mutex of this valid device.
-        unsafe { bindings::mutex_unlock(&raw mut (*self.0).mutex) };
+        // SAFETY: By the type invariants the number is registered to us.
+        unsafe { bindings::unregister_chrdev_region(self.devt, 1) };
+    }
+}
+
+/// A device class made by `class_create()`, destroyed when dropped; the driver core frees it
+/// when its last reference goes (possibly later, never from module code).
+///
+/// # Invariants
+///
+/// `ptr` is a class made by `class_create()`, whose `devnode` is `devnode::<T>`.
+struct Class<T: CharDevice> {
+    ptr: NonNull<bindings::class>,
+    _t: PhantomData<T>,
+}
+
+impl<T: CharDevice> Class<T> {
+    fn new(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is a valid C string, `'static`. The class keeps the pointer: see the
+        // module documentation on what that means after the module is gone.
+        let class = from_err_ptr(unsafe { bindings::class_create(name.as_char_ptr()) })?;
+        // SAFETY: The class was just made and has no device yet, so nothing reads `devnode`
+        // concurrently; the callback is only called for devices of this class.
+        unsafe { (*class).devnode = Some(devnode::<T>) };
+        // INVARIANT: Made by `class_create()`, with our `devnode`. It is not null (an error
+        // pointer was returned as an error above).
+        Ok(Self {
+            // SAFETY: `from_err_ptr` returned a valid class pointer, not null.
+            ptr: unsafe { NonNull::new_unchecked(class) },
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: CharDevice> Drop for Class<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the class was made by `class_create()`; its device, if
+        // any, is unregistered (a `Device` borrows the `Class` it was made in).
+        unsafe { bindings::class_destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// The device of a registration (the node in `/dev`), made by `device_create()` with the
+/// registration's [`Inner`] as its driver data; unregistered when dropped.
+///
+/// # Invariants
+///
+/// `ptr` is a registered device of a [`Class<T>`], made by `device_create()`. Its driver data is
+/// the pointer of `_inner`, or null; once it is null, it stays null.
+struct Device<T: CharDevice> {
+    ptr: NonNull<bindings::device>,
+    _inner: Arc<Inner<T>>,
+}
+
+impl<T: CharDevice> Device<T> {
+    fn new(
+        class: &Class<T>,
+        devt: bindings::dev_t,
+        inner: Arc<Inner<T>>,
+        name: &CStr,
+    ) -> Result<Self> {
+        // SAFETY: `class` is valid (type invariants), `devt` is registered to the caller, the
+        // driver data is `inner`'s pointer, which `Device` keeps valid while it is published, and
+        // the format "%s" takes one C string, `name`.
+        let dev = from_err_ptr(unsafe {
+            bindings::device_create(
+                class.ptr.as_ptr(),
+                core::ptr::null_mut(),
+                devt,
+                Arc::as_ptr(&inner).cast_mut().cast(),
+                c"%s".as_char_ptr(),
+                name.as_char_ptr(),
+            )
+        })?;
+        // INVARIANT: Made by `device_create()` with `inner` as driver data.
+        Ok(Self {
+            // SAFETY: `from_err_ptr` returned a valid device pointer, not null.
+            ptr: unsafe { NonNull::new_unchecked(dev) },
+            _inner: inner,
+        })
+    }
+}
+
+impl<T: CharDevice> Drop for Device<T> {
+    fn drop(&mut self) {
+        // Unpublish the data: an `open` that starts now (through an inode that kept the cdev)
+        // finds none and fails with `ENXIO`.
+        // SAFETY: By the type invariants the device is valid. `inner_of` reads the field
+        // concurrently, hence one volatile store (`WRITE_ONCE`).
+        unsafe {
+            core::ptr::write_volatile(
+                &raw mut (*self.ptr.as_ptr()).driver_data,
+                core::ptr::null_mut(),
+            )
+        };
+        // Every `open` or `devnode` that read the pointer before has left its RCU read-side
+        // critical section, holding its own reference if it needs one: `inner` may go after this.
+        kernel::sync::rcu::synchronize_rcu();
+        // SAFETY: By the type invariants the device was made by `device_create()`; this drops
+        // our reference. A cdev that a file still holds has one of its own.
+        unsafe { bindings::device_unregister(self.ptr.as_ptr()) };
+    }
+}
+
+/// A `struct cdev` from `cdev_alloc()`, added for a device number; deleted when dropped, and
+/// freed by the kernel when its last reference goes.
+///
+/// # Invariants
+///
+/// `ptr` is a cdev made by `cdev_alloc()` with the file operations of `CharDeviceVTable<T>`,
+/// `T`'s module as owner and a [`Device<T>`] as parent, added with `cdev_add()`.
+struct Cdev<T: CharDevice> {
+    ptr: NonNull<bindings::cdev>,
+    _t: PhantomData<T>,
+}
+
+impl<T: CharDevice> Cdev<T> {
+    fn new(device: &Device<T>, devt: bindings::dev_t) -> Result<Self> {
+        // SAFETY: `cdev_alloc` has no preconditions.
+        let cdev = NonNull::new(unsafe { bindings::cdev_alloc() }).ok_or(ENOMEM)?;
+        let raw = cdev.as_ptr();
+        // SAFETY: `cdev` was just allocated and nobody else references it. The file operations
+        // are a `'static` table whose `owner` is `T`'s module; the cdev's `owner` makes every
+        // open file hold a reference on that module too. Its parent is our device, which it
+        // keeps alive from `cdev_add()` until its own release.
+        unsafe {
+            (*raw).ops = CharDeviceVTable::<T>::build();
+            (*raw).owner = this_module::<T::OwnerModule>().as_ptr();
+            bindings::cdev_set_parent(raw, &raw mut (*device.ptr.as_ptr()).kobj);
+        }
+        // SAFETY: `cdev` is initialised and `devt` is registered to the caller. From now on the
+        // device can be opened.
+        if let Err(e) = to_result(unsafe { bindings::cdev_add(raw, devt, 1) }) {
+            // `cdev_add()` takes its reference on the parent only when it succeeds, but the
+            // cdev's release (`cdev_dynamic_release()`) drops one whenever the parent is set:
+            // forget the parent first, or the device would lose a reference it still needs.
+            // SAFETY: The cdev was not added and nobody else references it; dropping its only
+            // reference frees it, and no more.
+            unsafe {
+                (*raw).kobj.parent = core::ptr::null_mut();
+                bindings::kobject_put(&raw mut (*raw).kobj);
+            }
+            return Err(e);
+        }
+        // INVARIANT: Set up and added above.
+        Ok(Self {
+            ptr: cdev,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: CharDevice> Drop for Cdev<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants the cdev was added. The device number no longer finds it
+        // after this; the kernel frees it when its last reference goes.
+        unsafe { bindings::cdev_del(self.ptr.as_ptr()) };
     }
 }
 
 /// A registered character device.
 ///
-/// # Invariants
-///
-/// - `inner` points to a valid `Inner<T>` allocated with [`KBox`] and owned by `self`.
-/// - If `region`, the device number `devt` is registered under the options' name.
-/// - `class` is null or a class made by `class_create` whose `devnode` is `devnode::<T>`;
-///   `device` is null or a device of `class` made by `device_create` for `devt`, whose driver
-///   data is `inner` or, once `cdev_del` was called, null.
-/// - `cdev` is null or a cdev made by `cdev_alloc`, with the file operations of
-///   `CharDeviceVTable<T>`, `T`'s module as owner and `device` as parent, added for `devt`.
+/// It is made of parts, each undone by its own `Drop`, in this order: the cdev (the number no
+/// longer opens anything), the device (its data unpublished, then the node in `/dev` removed),
+/// the class, the device number, and last the shared data, unless an `open` still running holds
+/// it. A registration that fails halfway drops the parts it made, in the same order.
 ///
 /// # Examples
 ///
 /// ```
 /// use kernel::{fs::File, prelude::*};
-/// use kernel::chrdev::{CharDevice, Options, Registration};
+/// use kernel::chrdev::{CharDevice, Mode, Options, Registration};
 ///
 /// struct Dev;
 ///
@@ -585,22 +837,24 @@ impl Drop for DeviceLock {
 /// }
 ///
 /// let module = DevModule {
-///     _dev: Registration::register(Options { name: c"rust_dev", major: 0, mode: 0o600 }, ())?,
+///     _dev: Registration::register(
+///         Options { name: c"rust_dev", major: 0, mode: Mode::new::<0o600>() },
+///         (),
+///     )?,
 /// };
 /// drop(module);
 /// # Ok::<(), Error>(())
 /// ```
 pub struct Registration<T: CharDevice> {
-    inner: NonNull<Inner<T>>,
-    devt: bindings::dev_t,
-    region: bool,
-    class: *mut bindings::class,
-    device: *mut bindings::device,
-    cdev: *mut bindings::cdev,
-    _t: PhantomData<T>,
+    // Dropped in this order.
+    _cdev: Cdev<T>,
+    _device: Device<T>,
+    _class: Class<T>,
+    region: Region,
 }
 
-// SAFETY: Registration and unregistration may happen on any thread; the shared data is `Send`.
+// SAFETY: Registration and unregistration may happen on any thread; the shared data is `Send`
+// and `Sync`.
 unsafe impl<T: CharDevice> Send for Registration<T> {}
 // SAFETY: `&Registration` gives access to nothing but plain numbers; the file operations reach
 // `T::Data`, which is `Sync`, from any thread.
@@ -617,7 +871,7 @@ impl<T: CharDevice> Registration<T> {
     ///
     /// ```
     /// use kernel::{fs::File, prelude::*};
-    /// use kernel::chrdev::{CharDevice, Options, Registration, MAJOR_MAX};
+    /// use kernel::chrdev::{CharDevice, Mode, Options, Registration, MAJOR_MAX};
     ///
     /// struct Nothing;
     ///
@@ -631,7 +885,7 @@ impl<T: CharDevice> Registration<T> {
     ///     }
     /// }
     ///
-    /// let opts = Options { name: c"rust_nothing", major: 0, mode: 0o600 };
+    /// let opts = Options { name: c"rust_nothing", major: 0, mode: Mode::new::<0o600>() };
     /// let first = Registration::<Nothing>::register(opts, ())?;
     /// // Its major is taken now; asking for it again fails.
     /// let again = Options { major: first.major(), ..opts };
@@ -644,83 +898,24 @@ impl<T: CharDevice> Registration<T> {
         if opts.major > MAJOR_MAX {
             return Err(EINVAL);
         }
-        let inner = KBox::new(
+        let inner = Arc::new(
             Inner::<T> {
                 data,
                 mode: opts.mode,
             },
             GFP_KERNEL,
         )?;
-        // INVARIANT: `inner` comes from a `KBox`; nothing else is registered yet.
-        let mut this = Self {
-            inner: NonNull::from(KBox::leak(inner)),
-            devt: 0,
-            region: false,
-            class: core::ptr::null_mut(),
-            device: core::ptr::null_mut(),
-            cdev: core::ptr::null_mut(),
-            _t: PhantomData,
-        };
-        let name = opts.name.as_char_ptr();
-
-        // From here on, dropping `this` undoes whatever part of the registration was done.
-        if opts.major == 0 {
-            let mut devt: bindings::dev_t = 0;
-            // SAFETY: `devt` is valid for writing and `name` is a valid C string. The kernel
-            // copies the name.
-            to_result(unsafe { bindings::alloc_chrdev_region(&mut devt, 0, 1, name) })?;
-            this.devt = devt;
-        } else {
-            let devt = mkdev(opts.major, 0);
-            // SAFETY: `name` is a valid C string; the kernel copies it.
-            to_result(unsafe { bindings::register_chrdev_region(devt, 1, name) })?;
-            this.devt = devt;
-        }
-        this.region = true;
-
-        // SAFETY: `name` is a valid C string that outlives the class (it is `'static`).
-        let class = from_err_ptr(unsafe { bindings::class_create(name) })?;
-        // SAFETY: The class was just made and has no device yet, so nothing reads `devnode`
-        // concurrently; the callback is only called for devices of this class.
-        unsafe { (*class).devnode = Some(devnode::<T>) };
-        this.class = class;
-
-        // SAFETY: `class` is valid, `devt` is ours, the driver data is `inner`, which outlives
-        // the device's registration, and the format "%s" takes one C string, `name`.
-        this.device = from_err_ptr(unsafe {
-            bindings::device_create(
-                class,
-                core::ptr::null_mut(),
-                this.devt,
-                this.inner.as_ptr().cast(),
-                c"%s".as_char_ptr(),
-                name,
-            )
-        })?;
-
-        // SAFETY: `cdev_alloc` has no preconditions.
-        let cdev = unsafe { bindings::cdev_alloc() };
-        if cdev.is_null() {
-            return Err(ENOMEM);
-        }
-        // SAFETY: `cdev` was just allocated and nobody else references it. The file operations
-        // are a `'static` table whose `owner` is `T`'s module; the cdev's `owner` makes every
-        // open file hold a reference on that module too. Its parent is our device, which it
-        // keeps alive from `cdev_add` until its own release.
-        unsafe {
-            (*cdev).ops = CharDeviceVTable::<T>::build();
-            (*cdev).owner = this_module::<T::OwnerModule>().as_ptr();
-            bindings::cdev_set_parent(cdev, &raw mut (*this.device).kobj);
-        }
-        // SAFETY: `cdev` is initialised and `devt` is registered to us. From now on the device
-        // can be opened.
-        if let Err(e) = to_result(unsafe { bindings::cdev_add(cdev, this.devt, 1) }) {
-            // SAFETY: The cdev was not added; dropping its only reference frees it.
-            unsafe { bindings::kobject_put(&raw mut (*cdev).kobj) };
-            return Err(e);
-        }
-        this.cdev = cdev;
-        Ok(this)
+        // Each part undoes itself if a later one fails.
+        let region = Region::new(opts.major, opts.name)?;
+        let class = Class::<T>::new(opts.name)?;
+        let device = Device::new(&class, region.devt, inner, opts.name)?;
+        let cdev = Cdev::new(&device, region.devt)?;
+        Ok(Self {
+            _cdev: cdev,
+            _device: device,
+            _class: class,
+            region,
+        })
     }
 
     /// The major number of the device.
@@ -729,7 +924,7 @@ impl<T: CharDevice> Registration<T> {
     ///
     /// ```
     /// use kernel::{fs::File, prelude::*};
-    /// use kernel::chrdev::{CharDevice, Options, Registration};
+    /// use kernel::chrdev::{CharDevice, Mode, Options, Registration};
     ///
     /// struct Numbered;
     ///
@@ -744,7 +939,7 @@ impl<T: CharDevice> Registration<T> {
     /// }
     ///
     /// let reg = Registration::<Numbered>::register(
-    ///     Options { name: c"rust_numbered", major: 0, mode: 0o600 },
+    ///     Options { name: c"rust_numbered", major: 0, mode: Mode::new::<0o600>() },
     ///     (),
     /// )?;
     /// // A dynamic major; `mknod NAME c MAJOR 0` makes a node for it.
@@ -753,41 +948,7 @@ impl<T: CharDevice> Registration<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn major(&self) -> u32 {
-        self.devt >> MINOR_BITS
-    }
-}
-
-impl<T: CharDevice> Drop for Registration<T> {
-    fn drop(&mut self) {
-        if !self.cdev.is_null() {
-            // SAFETY: By the type invariants the cdev was added. The device number no longer
-            // finds it after this; the kernel frees it when its last reference goes.
-            unsafe { bindings::cdev_del(self.cdev) };
-        }
-        if !self.device.is_null() {
-            {
-                // SAFETY: By the type invariants `device` is a live device of ours.
-                let lock = unsafe { DeviceLock::new(self.device) };
-                // An `open` through an inode that kept the cdev now finds no data.
-                lock.clear_driver_data();
-            }
-            // SAFETY: By the type invariants `device` was made by `device_create`; this drops
-            // our reference. The cdev, if any file still has it, holds another.
-            unsafe { bindings::device_unregister(self.device) };
-        }
-        if !self.class.is_null() {
-            // SAFETY: By the type invariants `class` was made by `class_create`, and its only
-            // device is unregistered.
-            unsafe { bindings::class_destroy(self.class) };
-        }
-        if self.region {
-            // SAFETY: By the type invariants the number is registered to us.
-            unsafe { bindings::unregister_chrdev_region(self.devt, 1) };
-        }
-        // SAFETY: By the type invariants `inner` came from `KBox`. Nothing reaches it any more:
-        // `open` reads it only under the device lock, and the driver data was cleared; the
-        // `devnode` callback runs only while the device is registered.
-        drop(unsafe { KBox::from_raw(self.inner.as_ptr()) });
+        self.region.devt >> MINOR_BITS
     }
 }
 
@@ -795,21 +956,19 @@ impl<T: CharDevice> Drop for Registration<T> {
 ///
 /// # Safety
 ///
-/// `dev` must be a device made by [`Registration::register`] for `T` and still registered, and
-/// `mode` null or valid for writing.
+/// `dev` must be a device of a [`Class<T>`], so a [`Device<T>`]'s, and `mode` null or valid for
+/// writing.
 unsafe extern "C" fn devnode<T: CharDevice>(
     dev: *const bindings::device,
     mode: *mut bindings::umode_t,
 ) -> *mut c_char {
     if !mode.is_null() {
-        // SAFETY: By the safety requirements `dev` is valid. Its driver data is cleared under the
-        // device lock without it being held here, hence one volatile load (`READ_ONCE`).
-        let inner = unsafe { core::ptr::read_volatile(&raw const (*dev).driver_data) };
-        let inner = inner.cast::<Inner<T>>();
-        if !inner.is_null() {
-            // SAFETY: The device is still registered, so its `Registration` has not freed
-            // `inner` (it does so after unregistering the device); `mode` is valid for writing.
-            unsafe { *mode = (*inner).mode };
+        let rcu = kernel::sync::rcu::read_lock();
+        // SAFETY: `dev` is a `Device<T>`'s (the safety requirements), which publishes its data
+        // as `inner_of` needs.
+        if let Some(inner) = unsafe { inner_of::<T>(dev, &rcu) } {
+            // SAFETY: `mode` is valid for writing.
+            unsafe { *mode = inner.mode.bits() };
         }
     }
     // Null keeps the default name, the device's own.
@@ -831,16 +990,17 @@ impl<T: CharDevice> CharDeviceVTable<T> {
         // SAFETY: The cdev's parent is the kobject of the registration's device, which the cdev
         // keeps alive (it was set before `cdev_add` and never changes).
         let device = unsafe { kernel::container_of!((*cdev).kobj.parent, bindings::device, kobj) };
-        // SAFETY: As above, `device` is valid during this call.
-        let lock = unsafe { DeviceLock::new(device) };
-        let inner = lock.driver_data().cast::<Inner<T>>();
-        if inner.is_null() {
-            // The registration is gone; only an inode remembered the cdev.
-            return ENXIO.to_errno();
-        }
-        // SAFETY: The driver data is set, and we hold the lock under which `Registration::drop`
-        // clears it before freeing `inner`.
-        let inner = unsafe { &*inner };
+        // The registration's data, with a reference of our own, so that `T::open` runs under no
+        // lock: the registration may go meanwhile, and the data then goes with our reference.
+        let inner = {
+            let rcu = kernel::sync::rcu::read_lock();
+            // SAFETY: As above, `device` is valid during this call; it is a `Device<T>`'s.
+            match unsafe { inner_of::<T>(device, &rcu) } {
+                Some(inner) => Arc::from(inner),
+                // The registration is gone; only an inode remembered the cdev.
+                None => return ENXIO.to_errno(),
+            }
+        };
         // SAFETY: `inode` is valid; `i_rdev` is constant for a device inode.
         let minor = unsafe { (*inode).i_rdev } & ((1 << MINOR_BITS) - 1);
         // SAFETY:

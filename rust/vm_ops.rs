@@ -44,8 +44,8 @@
 //! kernel knows that `fault` may run under the per-VMA lock: without it, `vmf_can_call_fault()`
 //! refuses every fault taken under that lock, and the whole fault is done again under
 //! `mmap_lock`, which doubles its cost. A Rust handler is safe under the VMA lock, because all it
-//! can reach of the mapping through [`VmFault`] is what that lock protects ([`VmaRef`] is valid
-//! under the mmap or the VMA read lock). Upstream, a flag in `vm_operations_struct` would say
+//! can reach of the mapping through [`VmFault`] is what that lock protects: the VMA's range and
+//! flags ([`FaultVma`]), and the insertion of pages. Upstream, a flag in `vm_operations_struct` would say
 //! this more directly, as the comment above `vmf_can_call_fault()` suggests.
 //!
 //! # Lifetimes
@@ -121,12 +121,69 @@ use kernel::{
 pub enum FaultError {
     /// The address has no backing (for example past the end of the object): `SIGBUS`.
     SigBus,
-    /// Memory for the page tables could not be allocated: the OOM killer is invoked.
+    /// Memory for the page tables could not be allocated (`VM_FAULT_OOM`), after the allocator
+    /// itself has reclaimed and, where it could, called the OOM killer. A user access is then
+    /// retried, after a memory cgroup's pending OOM handling (`pagefault_out_of_memory()`, which
+    /// warns that the error "leaked out"); a kernel access (`copy_to_user()` into the mapping)
+    /// fails with `EFAULT`. So it means memory, never a race: see [`FaultError::Retry`].
     Oom,
     /// Nothing was mapped, because the page table changed meanwhile (another thread's
     /// `madvise(MADV_DONTNEED)` freed it, say): the access faults again and is served then, as
     /// the kernel's own `finish_fault()` does in that case (`VM_FAULT_NOPAGE`).
     Retry,
+}
+
+/// The error of a fault whose page `vm_insert_pages()` could not map (other than `-EBUSY`, a
+/// page mapped already): `-EFAULT`, its page table was freed between its allocation and its lock
+/// (or a table above it could not be allocated), so the access faults again; `-ENOMEM`, no page
+/// table could be allocated; anything else, no mapping can be made there.
+fn insert_error(errno: c_int) -> FaultError {
+    if errno == EFAULT.to_errno() {
+        FaultError::Retry
+    } else if errno == ENOMEM.to_errno() {
+        FaultError::Oom
+    } else {
+        FaultError::SigBus
+    }
+}
+
+/// [`VmFault::window`] in numbers, for a fault at user `address` (rounded down to its page),
+/// file page `pgoff`, in a VMA over `vma_start..vma_end`, of a file of `file_pages` pages: the
+/// window's first page, the faulting page and the page just past the window, as indices in the
+/// faulting address's page table, `(from, pte, to)`.
+///
+/// The window is the naturally aligned block of `max` pages (rounded down to a power of two, in
+/// `1..=PTRS_PER_PTE`) around the fault, cut to the VMA and to the file, and it always holds the
+/// faulting page: `from <= pte < to <= PTRS_PER_PTE`, with `pte - from` at most the VMA's pages
+/// before `address` and at most `pgoff`, and `to - pte` at most the pages from `address` to the
+/// VMA's end and to the file's, or 1. No input overflows, `usize::MAX` anywhere included (for a
+/// fault, the kernel guarantees `vma_start <= address < vma_end`).
+pub(crate) fn window_bounds(
+    max: usize,
+    address: usize,
+    vma_start: usize,
+    vma_end: usize,
+    pgoff: usize,
+    file_pages: usize,
+) -> (usize, usize, usize) {
+    const PTRS: usize = bindings::PTRS_PER_PTE as usize;
+    const SHIFT: u32 = bindings::PAGE_SHIFT;
+    // The largest power of two not above `max`, in 1..=PTRS.
+    let max = max.clamp(1, PTRS);
+    let n = 1 << (usize::BITS - 1 - max.leading_zeros());
+    // The index of the faulting page within its page table, as in `do_fault_around()`.
+    let pte = (address >> SHIFT) % PTRS;
+    let before = (address.saturating_sub(vma_start) >> SHIFT).min(pgoff);
+    let after_in_vma = (vma_end.saturating_sub(address) >> SHIFT).max(1);
+    let after_in_file = file_pages.saturating_sub(pgoff).max(1);
+    let block = pte & !(n - 1);
+    let from = block.max(pte - pte.min(before));
+    // Each bound is at least `pte + 1`: the window holds the faulting page.
+    let to = (block + n)
+        .min(PTRS)
+        .min(pte.saturating_add(after_in_vma))
+        .min(pte.saturating_add(after_in_file));
+    (from, pte, to)
 }
 
 impl FaultError {
@@ -378,7 +435,8 @@ impl VmFault {
         unsafe { &*ptr.cast() }
     }
 
-    /// The area the fault is in.
+    /// The area the fault is in, as a handler may see it: its range and flags, nothing that
+    /// could change it (see [`FaultVma`]).
     ///
     /// # Examples
     ///
@@ -389,7 +447,15 @@ impl VmFault {
     ///     vmf.address() == vmf.vma().start()
     /// }
     /// ```
-    pub fn vma(&self) -> &VmaRef {
+    #[inline]
+    pub fn vma(&self) -> &FaultVma {
+        FaultVma::new(self.vma_ref())
+    }
+
+    /// The VMA itself, for the abstraction's own use: nothing of it that could undo an
+    /// insertion reaches a handler.
+    #[inline]
+    fn vma_ref(&self) -> &VmaRef {
         // SAFETY: By the type invariants `inner` is valid and `vma` is not written during the
         // handler; the field is read through the raw pointer.
         let vma = unsafe { (*self.inner.get()).__bindgen_anon_1.vma };
@@ -455,7 +521,7 @@ impl VmFault {
     #[inline]
     pub fn insert_page<'p>(&self, page: impl Into<PageRef<'p>>) -> Result<Mapped<'_>, FaultError> {
         let page = page.into();
-        let Some(vma) = self.vma().as_mixedmap_vma() else {
+        let Some(vma) = self.vma_ref().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
         // SAFETY: `vma` is a mixed map, read-locked for the fault (type invariants), and the
@@ -467,8 +533,43 @@ impl VmFault {
             0 => true,
             // Another thread's fault on this address got there first; it is mapped.
             e if e == EBUSY.to_errno() => false,
-            e if e == ENOMEM.to_errno() => return Err(FaultError::Oom),
+            // No page table: either it could not be allocated, or another thread freed it between
+            // its allocation and its lock. `vm_insert_page()` says `-ENOMEM` for both.
+            e if e == ENOMEM.to_errno() => return self.insert_page_again(vma, page),
             _ => return Err(FaultError::SigBus),
+        };
+        Ok(Mapped {
+            new,
+            pages: usize::from(new),
+            _fault: PhantomData,
+        })
+    }
+
+    /// [`VmFault::insert_page`] after `vm_insert_page()` found no page table: once more through
+    /// `vm_insert_pages()`, which tells the two causes apart, so that one page and a window
+    /// follow one rule. A page table freed meanwhile (`-EFAULT`: another thread's
+    /// `madvise(MADV_DONTNEED)` emptied it, and `CONFIG_PT_RECLAIM` freed it, between the
+    /// allocation and `pte_offset_map_lock()`) is [`FaultError::Retry`]; memory that cannot be
+    /// had (`-ENOMEM` again) is [`FaultError::Oom`]. Out of line: it runs only after such a race
+    /// or an allocation failure.
+    #[cold]
+    #[inline(never)]
+    fn insert_page_again(
+        &self,
+        vma: &kernel::mm::virt::VmaMixedMap,
+        page: PageRef<'_>,
+    ) -> Result<Mapped<'_>, FaultError> {
+        let mut ptrs = [page.as_ptr()];
+        let mut left: c_ulong = 1;
+        // SAFETY: As in `insert_page`: `vma` is a mixed map, read-locked for the fault, and the
+        // faulting address lies in it; `ptrs` holds one page, valid for the call.
+        let ret = unsafe {
+            bindings::vm_insert_pages(vma.as_ptr(), self.address(), ptrs.as_mut_ptr(), &mut left)
+        };
+        let new = match ret {
+            0 => true,
+            e if e == EBUSY.to_errno() => false,
+            e => return Err(insert_error(e)),
         };
         Ok(Mapped {
             new,
@@ -484,7 +585,7 @@ impl VmFault {
         // that is running has not done.
         let flags = unsafe { (*self.inner.get()).flags };
         flags & bindings::fault_flag_FAULT_FLAG_WRITE != 0
-            && self.vma().flags() & kernel::mm::virt::flags::SHARED == 0
+            && self.vma_ref().flags() & kernel::mm::virt::flags::SHARED == 0
     }
 
     /// The pages that may be mapped together with the faulting one (fault-around): the
@@ -513,34 +614,18 @@ impl VmFault {
     /// }
     /// ```
     pub fn window(&self, max: usize, file_pages: usize) -> FaultWindow<'_> {
-        const PTRS: usize = bindings::PTRS_PER_PTE as usize;
-        const SHIFT: u32 = bindings::PAGE_SHIFT;
-        let n = if self.is_cow() {
-            1
-        } else {
-            // The largest power of two not above `max`, in 1..=PTRS.
-            let max = max.clamp(1, PTRS);
-            1 << (usize::BITS - 1 - max.leading_zeros())
-        };
-        let vma = self.vma();
-        let address = self.address();
-        let pgoff = self.pgoff();
-        // Page indices within the faulting address's page table, as in `do_fault_around()`.
-        let pte = (address >> SHIFT) % PTRS;
-        let before_in_vma = (address - vma.start()) >> SHIFT;
-        let after_in_vma = (vma.end() - address) >> SHIFT;
-        let after_in_file = file_pages.saturating_sub(pgoff).max(1);
-        let block = pte & !(n - 1);
-        let from = block.max(pte - pte.min(before_in_vma));
-        let to = (block + n)
-            .min(PTRS)
-            .min(pte + after_in_vma)
-            .min(pte + after_in_file);
-        // INVARIANT: `from <= pte < to`, all in one page table and inside the VMA, so the
-        // window holds the faulting address; `pgoff - (pte - from)` is at least the VMA's own
-        // page offset, because `pte - from <= before_in_vma`.
+        let max = if self.is_cow() { 1 } else { max };
+        let vma = self.vma_ref();
+        let (address, pgoff) = (self.address(), self.pgoff());
+        let (from, pte, to) =
+            window_bounds(max, address, vma.start(), vma.end(), pgoff, file_pages);
+        // INVARIANT: `from <= pte < to <= PTRS_PER_PTE`, so the window is in one page table and
+        // holds the faulting address; `window_bounds` keeps it inside the VMA (`pte - from`
+        // pages at most before the address, and `to - pte` at most from it to the VMA's end);
+        // and `pte - from <= pgoff`, so `pgoff - (pte - from)` is the file page at the window's
+        // first address.
         FaultWindow {
-            address: address - ((pte - from) << SHIFT),
+            address: address - ((pte - from) << bindings::PAGE_SHIFT),
             pgoff: pgoff - (pte - from),
             pages: to - from,
             fault: pte - from,
@@ -586,7 +671,7 @@ impl VmFault {
         /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8:
         /// 512 bytes of pointers on the stack.
         const BATCH: usize = 64;
-        let Some(vma) = self.vma().as_mixedmap_vma() else {
+        let Some(vma) = self.vma_ref().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
         // `Some(true)`: this fault mapped the faulting page; `Some(false)`: it was mapped.
@@ -652,13 +737,7 @@ impl VmFault {
                     _ if first + at != window.fault => at += 1,
                     // The faulting page itself.
                     e => {
-                        error = if e == ENOMEM.to_errno() {
-                            FaultError::Oom
-                        } else if e == EFAULT.to_errno() {
-                            FaultError::Retry
-                        } else {
-                            FaultError::SigBus
-                        };
+                        error = insert_error(e);
                         break 'window;
                     }
                 }
@@ -673,6 +752,111 @@ impl VmFault {
             }),
             None => Err(error),
         }
+    }
+}
+
+/// The VMA of a fault, as its handler sees it ([`VmFault::vma`]): where it is and how it is
+/// mapped, and nothing that could change it.
+///
+/// A handler must not be able to take back what it mapped: one that inserted the page, then
+/// unmapped it again (`VmaRef::zap_vma_range`), and returned the [`Mapped`] it got would leave
+/// the access with no entry, and the process faulting on it forever. So the handler is not
+/// given the [`VmaRef`] (nor its `mm`):
+///
+/// ```ignore,compile_fail
+/// use kernel::{page::{Page, PAGE_SIZE}, prelude::*};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct Undo;
+///
+/// #[vtable]
+/// impl VmOperations for Undo {
+///     fn fault<'f>(_: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         let page = Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
+///         let mapped = vmf.insert_page(&page)?;
+///         vmf.vma().zap_vma_range(vmf.address(), PAGE_SIZE); // error[E0599]
+///         Ok(mapped)
+///     }
+/// }
+/// ```
+///
+/// # Invariants
+///
+/// The wrapped VMA is that of a fault being handled, valid and read-locked (mmap or VMA lock)
+/// for as long as the reference to it.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{mm::{virt::flags, vm_ops::VmFault}, page::PAGE_SIZE};
+///
+/// /// How many pages of the VMA lie before the faulting one.
+/// fn pages_before(vmf: &VmFault) -> usize {
+///     (vmf.address() - vmf.vma().start()) / PAGE_SIZE
+/// }
+///
+/// /// Whether a write to this VMA reaches the file.
+/// fn writes_shared(vmf: &VmFault) -> bool {
+///     vmf.vma().flags() & flags::SHARED != 0
+/// }
+/// ```
+#[repr(transparent)]
+pub struct FaultVma(VmaRef);
+
+impl FaultVma {
+    #[inline]
+    fn new(vma: &VmaRef) -> &Self {
+        // SAFETY: `Self` is transparent over `VmaRef`; the reference keeps `vma`'s lifetime.
+        // INVARIANT: Only `VmFault::vma` calls this, with the VMA of its fault.
+        unsafe { &*core::ptr::from_ref(vma).cast::<Self>() }
+    }
+
+    /// The first user address of the VMA.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::VmFault;
+    ///
+    /// fn at_start(vmf: &VmFault) -> bool {
+    ///     vmf.address() == vmf.vma().start()
+    /// }
+    /// ```
+    #[inline]
+    pub fn start(&self) -> usize {
+        self.0.start()
+    }
+
+    /// The user address just past the VMA.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{mm::vm_ops::VmFault, page::PAGE_SIZE};
+    ///
+    /// fn in_last_page(vmf: &VmFault) -> bool {
+    ///     vmf.address() + PAGE_SIZE == vmf.vma().end()
+    /// }
+    /// ```
+    #[inline]
+    pub fn end(&self) -> usize {
+        self.0.end()
+    }
+
+    /// The VMA's flags, a combination of the constants in [`kernel::mm::virt::flags`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::{virt::flags, vm_ops::VmFault};
+    ///
+    /// fn writable(vmf: &VmFault) -> bool {
+    ///     vmf.vma().flags() & flags::WRITE != 0
+    /// }
+    /// ```
+    #[inline]
+    pub fn flags(&self) -> bindings::vm_flags_t {
+        self.0.flags()
     }
 }
 
@@ -751,6 +935,128 @@ impl FaultWindow<'_> {
     }
 }
 
+/// A VMA that is being closed, as [`VmOperations::close`] sees it: the range it covered, the
+/// file page it mapped first, and its flags, copied out of it.
+///
+/// Not a [`VmaRef`]: `close` also runs from `exit_mmap()`, when the process is gone and its `mm`
+/// has no users left, so the `&MmWithUser` of `VmaRef::mm` (whose type promises users) would
+/// be a lie, and `ARef::from` of it would take a reference on a dying `mm`:
+///
+/// ```ignore,compile_fail
+/// use kernel::{prelude::*, sync::{aref::ARef, ArcBorrow}};
+/// use kernel::mm::vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct KeepsMm;
+///
+/// #[vtable]
+/// impl VmOperations for KeepsMm {
+///     fn close(_this: ArcBorrow<'_, Self>, vma: &ClosingVma) {
+///         let _mm = ARef::from(vma.mm()); // error[E0599]
+///     }
+///
+///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         Err(FaultError::SigBus)
+///     }
+/// }
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{mm::{virt::flags, vm_ops::ClosingVma}, page::PAGE_SIZE, prelude::*};
+///
+/// fn log_close(vma: &ClosingVma) {
+///     let pages = (vma.end() - vma.start()) / PAGE_SIZE;
+///     let shared = vma.flags() & flags::SHARED != 0;
+///     pr_debug!("{pages} pages from file page {} unmapped (shared: {shared})\n", vma.pgoff());
+/// }
+/// ```
+#[derive(Copy, Clone, Debug)]
+pub struct ClosingVma {
+    start: usize,
+    end: usize,
+    pgoff: usize,
+    flags: bindings::vm_flags_t,
+}
+
+impl ClosingVma {
+    /// # Safety
+    ///
+    /// `vma` must be a valid VMA whose range, page offset and flags do not change during the
+    /// call.
+    unsafe fn from_raw(vma: *const bindings::vm_area_struct) -> Self {
+        // SAFETY: The caller guarantees that `vma` is valid and that these fields are stable.
+        unsafe {
+            Self {
+                start: (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_start,
+                end: (*vma).__bindgen_anon_1.__bindgen_anon_1.vm_end,
+                pgoff: (*vma).vm_pgoff,
+                flags: (*vma).__bindgen_anon_2.vm_flags,
+            }
+        }
+    }
+
+    /// The first user address the VMA covered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::ClosingVma;
+    ///
+    /// fn started_at(vma: &ClosingVma, addr: usize) -> bool {
+    ///     vma.start() == addr
+    /// }
+    /// ```
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The user address just past the VMA.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::ClosingVma;
+    ///
+    /// fn bytes(vma: &ClosingVma) -> usize {
+    ///     vma.end() - vma.start()
+    /// }
+    /// ```
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    /// The page of the file mapped at [`ClosingVma::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::vm_ops::ClosingVma;
+    ///
+    /// fn from_file_start(vma: &ClosingVma) -> bool {
+    ///     vma.pgoff() == 0
+    /// }
+    /// ```
+    pub fn pgoff(&self) -> usize {
+        self.pgoff
+    }
+
+    /// The VMA's flags, a combination of the constants in [`kernel::mm::virt::flags`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::mm::{virt::flags, vm_ops::ClosingVma};
+    ///
+    /// fn was_shared(vma: &ClosingVma) -> bool {
+    ///     vma.flags() & flags::SHARED != 0
+    /// }
+    /// ```
+    pub fn flags(&self) -> bindings::vm_flags_t {
+        self.flags
+    }
+}
+
 /// Operations of a VMA, with shared data of type `Self` that every VMA holds a reference to.
 ///
 /// `Self` is `'static`: the VMA keeps its reference until it is closed, however long that is.
@@ -773,7 +1079,7 @@ impl FaultWindow<'_> {
 ///
 /// ```
 /// use kernel::{page::Page, prelude::*, sync::{atomic::{Atomic, Relaxed}, Arc, ArcBorrow}};
-/// use kernel::mm::{virt::VmaRef, vm_ops::{FaultError, Mapped, VmFault, VmOperations}};
+/// use kernel::mm::{virt::VmaRef, vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations}};
 ///
 /// /// A mapping of one zeroed page, and the number of VMAs that show it.
 /// struct ZeroPage {
@@ -791,7 +1097,7 @@ impl FaultWindow<'_> {
 ///         this.vmas.add(1, Relaxed);
 ///     }
 ///
-///     fn close(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
+///     fn close(this: ArcBorrow<'_, Self>, _vma: &ClosingVma) {
 ///         this.vmas.fetch_sub(1, Relaxed);
 ///     }
 ///
@@ -863,19 +1169,19 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     fn open(_this: ArcBorrow<'_, Self>, _vma: &VmaRef) {}
 
     /// A VMA with these operations is going away (`munmap()`, exit, or the old range of
-    /// `mremap()`).
+    /// `mremap()`); `vma` says what it was (see [`ClosingVma`]).
     ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{mm::virt::VmaRef, prelude::*, sync::ArcBorrow};
-    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::mm::vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations};
     ///
     /// struct Closed;
     ///
     /// #[vtable]
     /// impl VmOperations for Closed {
-    ///     fn close(_this: ArcBorrow<'_, Self>, vma: &VmaRef) {
+    ///     fn close(_this: ArcBorrow<'_, Self>, vma: &ClosingVma) {
     ///         pr_debug!("{:#x}..{:#x} unmapped\n", vma.start(), vma.end());
     ///     }
     ///
@@ -884,7 +1190,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///     }
     /// }
     /// ```
-    fn close(_this: ArcBorrow<'_, Self>, _vma: &VmaRef) {}
+    fn close(_this: ArcBorrow<'_, Self>, _vma: &ClosingVma) {}
 
     /// Resolves a fault on an address of the VMA that has no page table entry.
     ///
@@ -1306,15 +1612,18 @@ impl<T: VmOperations> VmOpsTable<T> {
 
     /// # Safety
     ///
-    /// `vma` must be a VMA with these operations that is going away, with the mmap lock held.
+    /// `vma` must be a VMA with these operations that is going away. (Its `mm` may have no
+    /// users left: `exit_mmap()` closes the VMAs of a dead process.)
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
         // SAFETY: `vma` is valid; its private data does not change while it is closed.
         let ptr = unsafe { (*vma).vm_private_data };
         {
             // SAFETY: The VMA still holds its reference.
             let this = unsafe { Self::data(ptr) };
-            // SAFETY: `vma` is valid and the mmap lock is held.
-            T::close(this, unsafe { VmaRef::from_raw(vma) });
+            // SAFETY: `vma` is valid, and its range, offset and flags do not change while it is
+            // closed.
+            let closing = unsafe { ClosingVma::from_raw(vma) };
+            T::close(this, &closing);
         }
         // SAFETY: The VMA's reference came from `Arc::into_raw` (in `mapped` or `open`); this
         // drops it, once, as the VMA is closed once.
@@ -1330,7 +1639,7 @@ impl<T: VmOperations> VmOpsTable<T> {
         // SAFETY: The VMA has these operations, so its private data points to the `T` of an
         // `Arc` (a plain reference: no need to find the `Arc`, the fault takes no new one); the
         // VMA holds its reference and is locked during the fault.
-        let this = unsafe { &*(*vmf.vma().as_ptr()).vm_private_data.cast::<T>() };
+        let this = unsafe { &*(*vmf.vma_ref().as_ptr()).vm_private_data.cast::<T>() };
         match T::fault(this, vmf) {
             // The handler installed the entry itself; there is no page to hand back.
             Ok(Mapped { .. }) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,

@@ -7,7 +7,12 @@
 //! together. [`VmallocBuffer::page`] goes the other way: from an offset in the buffer to the
 //! `struct page` behind it, by walking those page tables (`vmalloc_to_page`).
 //!
-//! The bytes are behind a lock for the kernel's own readers and writers ([`VmallocBuffer::lock`]).
+//! Once the buffer is shared, userspace may map its pages and write them at any time, so no Rust
+//! reference to its bytes ever exists after [`VmallocBuffer::new`]: a `&[u8]` over memory that
+//! another thread writes is undefined behaviour in Rust. The kernel's own readers and writers
+//! copy through raw pointers, in C (`_copy_to_iter()`, `_copy_from_iter()`), as upstream's
+//! `Page::read_raw` and Binder do, under a lock that orders them among themselves
+//! ([`VmallocBuffer::lock`], whose guard offers copies, never the bytes or their container).
 //! Looking up a page takes no lock and never touches the bytes, so a page fault can be served
 //! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
 //! very buffer.
@@ -19,6 +24,7 @@ use crate::{
 use core::ptr::NonNull;
 use kernel::{
     alloc::Flags,
+    iov::{IovIterDest, IovIterSource},
     new_mutex,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
@@ -51,47 +57,35 @@ pub enum WalkCheckError {
     BytesDiffer,
 }
 
-/// The bytes of a [`VmallocBuffer`], as a slice that cannot grow or shrink.
-pub struct Bytes(VVec<u8>);
-
-impl core::ops::Deref for Bytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl core::ops::DerefMut for Bytes {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-}
-
 /// A vmalloc'ed buffer of whole pages.
 ///
 /// # Invariants
 ///
-/// `base` is the start of the allocation of `bytes`, which holds `pages * PAGE_SIZE` bytes and is
-/// never reallocated (only a slice of it is ever handed out), so `base` stays valid as long as
-/// `self`.
+/// `base` is the start of the allocation of `_vec`, which holds `pages * PAGE_SIZE` bytes and is
+/// never reallocated, so `base` stays valid as long as `self`. No reference to those bytes exists
+/// once [`VmallocBuffer::new`] has returned: they are read and written only through raw pointers,
+/// by the kernel's own readers and writers under `lock`, and by userspace through mappings of
+/// their pages at any time.
 ///
 /// If `walk_checked` is `true`, [`pagewalk::walk`] found, for every page of the buffer, the
 /// `struct page` that `vmalloc_to_page()` returns.
 #[pin_data]
 pub struct VmallocBuffer {
+    /// Orders the kernel's own copies in and out of the bytes ([`VmallocBuffer::lock`]).
     #[pin]
-    bytes: Mutex<Bytes>,
+    lock: Mutex<()>,
+    /// Owns the allocation; never dereferenced (no method of it that makes a slice is called).
+    _vec: VVec<u8>,
     base: NonNull<u8>,
     pages: usize,
     walk_checked: Atomic<bool>,
 }
 
-// SAFETY: `base` is only used to look up pages of the allocation, which is owned by `self` and
-// may be freed from any thread; the bytes themselves are behind the mutex.
+// SAFETY: `base` points into `_vec`, which may be freed from any thread; the bytes are only ever
+// copied through raw pointers, and the kernel's own copies are ordered by the mutex.
 unsafe impl Send for VmallocBuffer {}
-// SAFETY: `&VmallocBuffer` gives access to the bytes only through the mutex; page lookups are
-// read-only and do not touch the bytes.
+// SAFETY: `&VmallocBuffer` reaches the bytes only through raw-pointer copies under the mutex;
+// page lookups are read-only and do not touch the bytes.
 unsafe impl Sync for VmallocBuffer {}
 
 impl VmallocBuffer {
@@ -104,12 +98,15 @@ impl VmallocBuffer {
     ) -> Result<impl PinInit<Self, Error>> {
         let len = pages.checked_mul(PAGE_SIZE).ok_or(ENOMEM)?;
         let mut vec = VVec::from_elem(0u8, len, flags)?;
+        // The only borrow of the bytes there ever is: nothing else can reach them yet.
         fill(&mut vec);
+        // `as_mut_ptr` makes no reference to the bytes.
         let base = NonNull::new(vec.as_mut_ptr()).ok_or(ENOMEM)?;
-        // INVARIANT: `base` is the start of `vec`'s allocation of `pages` pages, which `Bytes`
-        // never resizes.
+        // INVARIANT: `base` is the start of `vec`'s allocation of `pages` pages, which nothing
+        // resizes, and the borrow `fill` had has ended.
         Ok(try_pin_init!(Self {
-            bytes <- new_mutex!(Bytes(vec)),
+            lock <- new_mutex!(()),
+            _vec: vec,
             base,
             pages,
             walk_checked: Atomic::new(false),
@@ -126,9 +123,33 @@ impl VmallocBuffer {
         self.pages * PAGE_SIZE
     }
 
-    /// Locks the bytes for reading or writing them.
-    pub fn lock(&self) -> MutexGuard<'_, Bytes> {
-        self.bytes.lock()
+    /// Locks the bytes for the kernel's own reading or writing of them, which the guard does
+    /// by copying ([`Bytes`]). Userspace may still write them through a mapping meanwhile.
+    ///
+    /// There is no way to borrow the bytes, nor the container that holds them:
+    ///
+    /// ```ignore,compile_fail
+    /// use crate::vmalloc_buffer::VmallocBuffer;
+    ///
+    /// fn borrow(buffer: &VmallocBuffer) -> u8 {
+    ///     let bytes: &[u8] = &buffer.lock(); // error[E0308]
+    ///     bytes[0]
+    /// }
+    /// ```
+    ///
+    /// ```ignore,compile_fail
+    /// use crate::vmalloc_buffer::VmallocBuffer;
+    ///
+    /// /// Would leave each buffer's `base` pointing into the other's allocation.
+    /// fn swap(a: &VmallocBuffer, b: &VmallocBuffer) {
+    ///     core::mem::swap(&mut *a.lock(), &mut *b.lock()); // error[E0614]
+    /// }
+    /// ```
+    pub fn lock(&self) -> Bytes<'_> {
+        Bytes {
+            buffer: self,
+            _guard: self.lock.lock(),
+        }
     }
 
     /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
@@ -210,15 +231,21 @@ impl VmallocBuffer {
         if t.page_ptr() != page.as_ptr() as usize || t.page_size != PAGE_SIZE as u64 {
             return Err(WalkCheckError::PageDiffers);
         }
-        let bytes = self.lock();
-        let via_vmalloc = &bytes[index * PAGE_SIZE..(index + 1) * PAGE_SIZE];
+        let _bytes = self.lock();
+        let via_vmalloc = self.page_addr(index).ok_or(WalkCheckError::PageDiffers)?;
         // SAFETY: The walk and `vmalloc_to_page()` agree that this direct-map address is the
-        // start of the same page frame, a page of our live allocation; the direct map covers all
-        // of RAM, so `PAGE_SIZE` bytes from there are mapped and readable. Holding the lock
-        // keeps the kernel's own writers away.
-        let via_direct_map =
-            unsafe { core::slice::from_raw_parts(t.direct_map_addr() as *const u8, PAGE_SIZE) };
-        if via_vmalloc != via_direct_map {
+        // start of the same page frame as `via_vmalloc`, a page of our live allocation; the
+        // direct map covers all of RAM, so `PAGE_SIZE` bytes from both are mapped and readable.
+        // C compares them: no Rust reference to bytes userspace may be writing. Holding the lock
+        // keeps the kernel's own writers away; a user's write would be seen through both.
+        let differ = unsafe {
+            kernel::bindings::memcmp(
+                via_vmalloc as *const core::ffi::c_void,
+                t.direct_map_addr() as *const core::ffi::c_void,
+                PAGE_SIZE,
+            )
+        };
+        if differ != 0 {
             return Err(WalkCheckError::BytesDiffer);
         }
         Ok(t)
@@ -234,6 +261,59 @@ impl VmallocBuffer {
         // INVARIANT: Every page's walk found the page `vmalloc_to_page()` returns.
         self.walk_checked.store(true, Release);
         Ok(())
+    }
+}
+
+/// The bytes of a [`VmallocBuffer`], locked for the kernel's own reading or writing: made by
+/// [`VmallocBuffer::lock`].
+///
+/// It copies bytes between the buffer and an I/O vector through raw pointers, in C, and offers
+/// no reference to them: userspace may write them through a mapping at any time, even while the
+/// lock is held (and the I/O vector may itself be such a mapping).
+///
+/// # Invariants
+///
+/// `_guard` holds the buffer's lock.
+pub struct Bytes<'a> {
+    buffer: &'a VmallocBuffer,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Bytes<'_> {
+    /// The size of the buffer in bytes.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The bytes from `pos` to the end, as a raw pointer and a length; `None` at or past the end.
+    fn tail(&self, pos: usize) -> Option<(*mut u8, usize)> {
+        let len = self.len().checked_sub(pos).filter(|&n| n > 0)?;
+        // SAFETY: `pos < len()`, so the offset stays inside the allocation (type invariants of
+        // `VmallocBuffer`).
+        Some((unsafe { self.buffer.base.as_ptr().add(pos) }, len))
+    }
+
+    /// Copies the bytes from `pos` on into `iov`, as many as it takes; returns how many, 0 at or
+    /// past the end (or if the first byte could not be copied: a fault on the user's buffer).
+    pub fn copy_to_iter(&self, pos: usize, iov: &mut IovIterDest<'_>) -> usize {
+        let Some((src, len)) = self.tail(pos) else {
+            return 0;
+        };
+        // SAFETY: `src` is valid for reading `len` bytes (inside the live allocation); C copies
+        // them, so no Rust reference to them is made. `iov` is a valid destination iterator.
+        unsafe { kernel::bindings::_copy_to_iter(src.cast(), len, iov.as_raw()) }
+    }
+
+    /// Copies from `iov` into the bytes from `pos` on, as many as there are and fit; returns how
+    /// many, 0 at or past the end (or if the first byte could not be copied).
+    pub fn copy_from_iter(&mut self, pos: usize, iov: &mut IovIterSource<'_>) -> usize {
+        let Some((dst, len)) = self.tail(pos) else {
+            return 0;
+        };
+        // SAFETY: `dst` is valid for writing `len` bytes (inside the live allocation); C copies
+        // into them, so no Rust reference to them is made, and the lock keeps the kernel's other
+        // copies away. `iov` is a valid source iterator.
+        unsafe { kernel::bindings::_copy_from_iter(dst.cast(), len, iov.as_raw()) }
     }
 }
 

@@ -26,7 +26,7 @@ part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload dev_node m
  param_fault_around_logged param_major_busy param_major_too_big param_major_fixed sizes
  offset_window rmmod_refused_while_open rmmod_refused_while_mapped sigkill_with_mappings
  memory_pressure unprivileged_sees_no_addresses broken_drivers_caught kmemleak_clean"
-part2="reload_cycles kobject_release_clean device_contract fault_around stress fuzz kmemleak_clean"
+part2="reload_cycles kobject_release_clean error_paths_clean device_contract fault_around stress fuzz kmemleak_clean"
 part3="pagewalk_matches_kernel pagewalk_levels pagewalk_zones layout_allocations_in_their_regions
  maps_annotated pagewalk_no_addresses_in_log fragmented_buffer_is_scattered
  fault_around_across_page_tables kunit_results doctest_results kmemleak_clean"
@@ -638,11 +638,12 @@ kunit_results() {
     # each case becomes a line of ours. Needs CONFIG_KUNIT (the debug kernel).
     # Suites: mapdrv_pagewalk (the walk, on every architecture),
     # mapdrv_pagewalk_$ARCH (the architecture's own: descriptor decoding, ...)
-    # and mapdrv_percpu (the per-CPU counter).
+    # mapdrv_percpu (the per-CPU counter) and mapdrv_vm_ops (the fault-around
+    # window, for any input).
     kunit_filter 'mapdrv_*.*'
     insmod mapdrv.ko || { kunit_filter 'no_suite_outside_kunit_results'; notok kunit "insmod failed"; return; }
     kunit_filter 'no_suite_outside_kunit_results'
-    for suite in mapdrv_pagewalk "mapdrv_pagewalk_$ARCH" mapdrv_percpu; do
+    for suite in mapdrv_pagewalk "mapdrv_pagewalk_$ARCH" mapdrv_percpu mapdrv_vm_ops; do
         kunit_suite "$suite"
     done
     rmmod mapdrv
@@ -700,6 +701,55 @@ doctest_results() {
     [ "$cases" = "${MAPDRV_DOCTESTS:-0}" ] || notok doctests "$cases results for ${MAPDRV_DOCTESTS:-?} examples"
     # The suite as a whole passed (scripts/build-kernel builds no other examples into it).
     grep -q '^ok [0-9]* rust_doctests_kernel' $results || notok doctests_kernel_suite "suite did not pass: $(grep -m 1 '^    not ok' $results)"
+}
+
+error_paths_clean() {
+    # Every step of the device's registration can fail, and each failure must
+    # undo the steps before it: nothing left registered, no reference dropped
+    # twice. The debug kernel's failslab fails one allocation, the first made
+    # under the named kernel function (the stack-trace filter), while mapdrv
+    # loads: insmod must fail with ENOMEM and say why, leave no major, class
+    # or node behind, and a later load must work. The kernel log is checked
+    # for splats after the kobjects' delayed releases (CONFIG_DEBUG_KOBJECT_
+    # RELEASE): kobj_map() is the cdev_add() failure, where a cdev whose
+    # parent was set but not referenced dropped the device's last reference.
+    fs=/sys/kernel/debug/failslab
+    if [ ! -d $fs ]; then
+        [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ] && fail "no $fs (CONFIG_FAILSLAB off?)" && return 1
+        echo "# failslab: not in this kernel; skipped"
+        return 0
+    fi
+    echo N > $fs/ignore-gfp-wait
+    echo 1 > $fs/verbose
+    echo 0 > $fs/interval
+    syms=$(awk '{ print $1 }' /proc/kallsyms | sort -u)
+    for fn in alloc_chrdev_region class_create device_create cdev_alloc kobj_map; do
+        start=$(awk -v f="$fn" '$3 == f { print $1; exit }' /proc/kallsyms)
+        [ -n "$start" ] || fail "$fn: not in /proc/kallsyms" || return 1
+        end=$(echo "$syms" | awk -v s="$start" '$1 > s { print; exit }')
+        printf '0x%s' "$start" > $fs/require-start
+        printf '0x%s' "$end" > $fs/require-end
+        echo 1 > $fs/times
+        echo 100 > $fs/probability
+        err=$(insmod mapdrv.ko 2>&1) && rc=0 || rc=$?
+        echo 0 > $fs/probability
+        [ $rc != 0 ] || { rmmod mapdrv; fail "$fn failing: insmod succeeded"; return 1; }
+        echo "$err" | grep -q ENOMEM || fail "$fn failing: insmod said '$err', expected ENOMEM" || return 1
+        [ "$(cat $fs/times)" = 0 ] || fail "$fn failing: no allocation under $fn failed" || return 1
+        lastlog | grep -q 'cannot register the char device: ENOMEM' \
+            || fail "$fn failing: the log says '$(lastlog)'" || return 1
+        [ -z "$(major_of)" ] || fail "$fn failing: the major is still in /proc/devices" || return 1
+        [ ! -e /sys/class/mapdrv ] || fail "$fn failing: the class is still there" || return 1
+        [ ! -e /dev/mapdrv ] || fail "$fn failing: the node is still in /dev" || return 1
+        echo "# $fn failed as asked: $(lastlog)"
+    done
+    echo 0 > $fs/require-start
+    printf '0x%s' ffffffffffffffff > $fs/require-end
+    # The delayed releases of whatever the failed loads made, then a load that works.
+    sleep 5
+    insmod mapdrv.ko || fail "insmod after the failures" || return 1
+    ./maptest -q /dev/mapdrv || fail "maptest after the failures" || return 1
+    rmmod mapdrv
 }
 
 kobject_release_clean() {
@@ -810,6 +860,7 @@ t fault_around_across_page_tables
 want kunit_results && timed kunit_results kunit_results
 want doctest_results && timed doctest_results doctest_results
 t kobject_release_clean
+t error_paths_clean
 want device_contract && timed device_contract device_contract "" ""
 # The same driver mapping 16 pages per fault: which pages each fault maps.
 want fault_around && timed fault_around device_contract "pages=64 fault_around=16" --fault-around
