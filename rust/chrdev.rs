@@ -146,7 +146,9 @@ pub struct Options {
 /// ```ignore,compile_fail
 /// use kernel::chrdev::Mode;
 ///
-/// const BLOCK: Mode = Mode::new::<0o060666>(); // error[E0080]
+/// pub fn block_device() -> Mode {
+///     Mode::new::<0o060666>() // error[E0080]
+/// }
 /// ```
 ///
 /// # Invariants

@@ -215,8 +215,8 @@ impl FaultError {
 ///     fn fault<'f>(_this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         let page = kernel::page::Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let proof = vmf.insert_page(&page)?;
-///         let kept: Mapped<'static> = proof; // error: lifetime may not live long enough
-///         Ok(kept)
+///         let kept: Mapped<'static> = proof;
+///         Ok(kept) // error: lifetime may not live long enough
 ///     }
 /// }
 /// ```
@@ -1068,7 +1068,7 @@ impl ClosingVma {
 /// struct Borrowing<'a>(&'a [u8]);
 ///
 /// #[vtable]
-/// impl<'a> VmOperations for Borrowing<'a> { // error[E0478]
+/// impl<'a> VmOperations for Borrowing<'a> { // error[E0478], error[E0803]
 ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         Err(FaultError::SigBus)
 ///     }
