@@ -7,9 +7,14 @@
 //! is the counter a hot path can afford: on x86-64 an add is one instruction on the CPU's own
 //! copy, addressed through the `%gs` segment whose base is that CPU's per-CPU offset, as in
 //! C's `this_cpu_add()`. A single instruction cannot be split by preemption or an interrupt,
-//! so it needs neither a lock prefix nor preemption turned off. Elsewhere the add finds the
-//! CPU's copy from its number (`raw_smp_processor_id()`) and adds atomically, so that it stays
-//! correct if the task moves to another CPU meanwhile.
+//! so it needs no preemption turned off. Unlike C's, it carries a lock prefix (`lock addq`):
+//! `sum` reads the copies from other CPUs, and in Rust's memory model a plain write racing with
+//! another thread's read is a data race, undefined behaviour, whatever the kernel's memory
+//! model says of it; as an atomic read-modify-write, like every other access to the copies,
+//! it races with nothing. The prefix costs no instruction (the fault path's count stays that
+//! of C's twin), only the cycles of a locked add on a line no other CPU writes. Elsewhere the
+//! add finds the CPU's copy from its number (`raw_smp_processor_id()`) and adds atomically, so
+//! that it stays correct if the task moves to another CPU meanwhile.
 //!
 //! # Examples
 //!
@@ -39,7 +44,7 @@ use kernel::{
 /// `ptr` is a per-CPU pointer (C's `u64 __percpu *`) to an allocation of one `u64` per
 /// possible CPU, made by the per-CPU allocator, that lives until `self` is dropped. It is not
 /// an address: CPU `c`'s copy is at `ptr + __per_cpu_offset[c]`. Every copy is written only
-/// by additions (one instruction, or atomic) and read only by atomic loads.
+/// by atomic additions and read only by atomic loads.
 pub struct PerCpuCounter {
     ptr: NonNull<u64>,
 }
@@ -48,8 +53,8 @@ pub struct PerCpuCounter {
 // to the thread that made it.
 unsafe impl Send for PerCpuCounter {}
 
-// SAFETY: Every method takes `&self` and touches the copies only with single-instruction or
-// atomic accesses (type invariants), so sharing the counter between threads is sound.
+// SAFETY: Every method takes `&self` and touches the copies only with atomic accesses (type
+// invariants), so sharing the counter between threads is sound.
 unsafe impl Sync for PerCpuCounter {}
 
 impl PerCpuCounter {
@@ -78,11 +83,13 @@ impl PerCpuCounter {
         #[cfg(all(CONFIG_X86_64, CONFIG_SMP))]
         // SAFETY: `ptr` is a live per-CPU pointer (type invariants), and on x86-64 the `%gs`
         // base of every CPU is its per-CPU offset: `%gs:ptr` is this CPU's copy, as in C's
-        // `this_cpu_add()`. One instruction reads and writes it, so neither preemption nor an
-        // interrupt can come in between, and no other CPU writes this copy; `sum` only loads.
+        // `this_cpu_add()`. One instruction finds and updates it, so preemption cannot move the
+        // task in between, and the lock prefix makes it an atomic read-modify-write, as every
+        // other access to the copy is (type invariants): what `copy(current).fetch_add(n)`
+        // would do, in one instruction.
         unsafe {
             core::arch::asm!(
-                "addq {n}, %gs:({ptr})",
+                "lock addq {n}, %gs:({ptr})",
                 ptr = in(reg) self.ptr.as_ptr(),
                 n = in(reg) n,
                 options(att_syntax, nostack),
@@ -131,8 +138,7 @@ impl PerCpuCounter {
         let addr = (self.ptr.as_ptr() as usize).wrapping_add(offset);
         // SAFETY: `cpu` is a possible CPU (the caller guarantees it), so `ptr + its offset`
         // is its copy, live until `self` is dropped (type invariants); every other access to
-        // it is an atomic load or a single-instruction or atomic add, so there is no data
-        // race.
+        // it is atomic, so there is no data race.
         Some(unsafe { Atomic::from_ptr(addr as *mut u64) })
     }
 }
