@@ -733,7 +733,7 @@ error_paths_clean() {
         echo 100 > $fs/probability
         err=$(insmod mapdrv.ko 2>&1) && rc=0 || rc=$?
         echo 0 > $fs/probability
-        [ $rc != 0 ] || { rmmod mapdrv; fail "$fn failing: insmod succeeded"; return 1; }
+        [ "$rc" != 0 ] || { rmmod mapdrv; fail "$fn failing: insmod succeeded"; return 1; }
         echo "$err" | grep -q ENOMEM || fail "$fn failing: insmod said '$err', expected ENOMEM" || return 1
         [ "$(cat $fs/times)" = 0 ] || fail "$fn failing: no allocation under $fn failed" || return 1
         # (The name of the error where the kernel has CONFIG_SYMBOLIC_ERRNAME, its number where not.)
@@ -763,7 +763,21 @@ kobject_release_clean() {
     # the cdev's release ran and forgot the inode.
     insmod mapdrv.ko || return 1
     ./maptest -q /dev/mapdrv || fail "maptest" || return 1
+    seen=$(dmesg | grep -c 'mapdrv: unloaded')
     rmmod mapdrv || fail "rmmod after files were closed" || return 1
+    # What C keeps of the module past its unload (docs/design.md, "Lifetimes"):
+    # the module is gone when rmmod returns, and the kernel still has the class
+    # and the device, both named after it, to release 1-3 s later; the class's
+    # release reads the name class_create() was given, a string of the module.
+    if [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ]; then
+        [ ! -d /sys/module/mapdrv ] || fail "the module is still there after rmmod" || return 1
+        sleep 5
+        later=$(dmesg | awk -v seen="$seen" '/mapdrv: unloaded/ { n++; next }
+            n > seen && /'"'"'mapdrv'"'"' \([0-9a-f]*\): kobject_release, parent .*delayed/ { k++ }
+            END { print k + 0 }')
+        [ "$later" -ge 2 ] || fail "after the unload, $later delayed releases of kobjects named mapdrv, expected the class's and the device's" || return 1
+        echo "# after the unload: $later kobjects named mapdrv still to release (the class and the device)"
+    fi
     insmod mapdrv.ko || return 1
     start_holder || return 1
     release_holder || return 1

@@ -84,6 +84,7 @@ pub(crate) const TESTS: &[Test] = tests![
     paging::demand_paging_mincore,
     paging::demand_paging_faults,
     paging::faults_under_vma_lock,
+    paging::fault_enomem_tried_again,
     counters::counter_opens,
     counters::counter_mappings,
     counters::counter_mappings_fork,

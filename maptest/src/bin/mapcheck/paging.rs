@@ -3,11 +3,13 @@
 //! `pages_mapped` counters), `MADV_DONTNEED` unmaps and a re-read faults again, `MAP_POPULATE`
 //! maps everything at once, and faults are served under the per-VMA lock.
 
-use maptest::{procfs, MapOptions, OrFail, Stats, PAGE_SIZE};
+use std::os::unix::fs::FileExt;
+
+use maptest::{procfs, MapOptions, Mapping, OrFail, Reservation, Stats, PAGE_SIZE};
 use rustix::mm::Advice;
 
-use crate::ctx::{page, Ctx, RO};
-use crate::expect::{ensure, expect_counts, expect_resident, Want};
+use crate::ctx::{page, Ctx, RO, RW_SHARED};
+use crate::expect::{compare, ensure, expect_counts, expect_resident, Want};
 use crate::harness::TestResult;
 
 /// At most this many pages are touched one by one in the demand paging tests (all of them
@@ -201,4 +203,130 @@ pub(crate) fn faults_under_vma_lock(ctx: &Ctx) -> TestResult {
         ctx.pages
     );
     Ok(())
+}
+
+/// The kernel's fault injection for page allocations (`CONFIG_FAIL_PAGE_ALLOC`).
+const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc";
+
+/// Arms `fail_page_alloc` to fail, once, the first page allocation of the calling thread made
+/// under the kernel function at `start..end`; disarms it, restoring the defaults, when dropped.
+struct FailOnePageAlloc;
+
+impl FailOnePageAlloc {
+    fn arm(start: u64, end: u64) -> Result<Self, String> {
+        let armed = FailOnePageAlloc;
+        for (file, value) in [
+            ("ignore-gfp-wait", "N".to_string()),
+            ("min-order", "0".to_string()),
+            ("task-filter", "Y".to_string()),
+            ("verbose", "1".to_string()),
+            ("interval", "1".to_string()),
+            ("require-start", format!("{start:#x}")),
+            ("require-end", format!("{end:#x}")),
+            ("times", "1".to_string()),
+            ("probability", "100".to_string()),
+        ] {
+            std::fs::write(format!("{FAIL_PAGE_ALLOC}/{file}"), value)
+                .or_fail(format!("writing {FAIL_PAGE_ALLOC}/{file}"))?;
+        }
+        // Last: from here on, this thread's allocations may fail.
+        std::fs::write("/proc/thread-self/make-it-fail", "1").or_fail("make-it-fail")?;
+        Ok(armed)
+    }
+
+    /// How many more failures it would inject: 0 once it has failed its allocation.
+    fn times_left() -> Result<String, String> {
+        let t = std::fs::read_to_string(format!("{FAIL_PAGE_ALLOC}/times")).or_fail("times")?;
+        Ok(t.trim().to_string())
+    }
+}
+
+impl Drop for FailOnePageAlloc {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/thread-self/make-it-fail", "0");
+        for (file, value) in [
+            ("probability", "0"),
+            ("require-start", "0"),
+            ("require-end", "0xffffffffffffffff"),
+            ("task-filter", "N"),
+            ("min-order", "1"),
+            ("ignore-gfp-wait", "Y"),
+        ] {
+            let _ = std::fs::write(format!("{FAIL_PAGE_ALLOC}/{file}"), value);
+        }
+    }
+}
+
+/// Where the kernel function `name` lies: its address and the next symbol's, from
+/// `/proc/kallsyms` (root sees the real addresses).
+fn kernel_function(name: &str) -> Result<(u64, u64), String> {
+    let text = std::fs::read_to_string("/proc/kallsyms").or_fail("reading /proc/kallsyms")?;
+    let mut addrs: Vec<u64> = Vec::new();
+    let mut start = None;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(_), Some(sym)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        if sym == name && start.is_none() {
+            start = Some(addr);
+        }
+        addrs.push(addr);
+    }
+    let start = start.ok_or(format!("{name} is not in /proc/kallsyms"))?;
+    ensure!(start != 0, "/proc/kallsyms hides addresses (not root?)");
+    let end = addrs
+        .into_iter()
+        .filter(|&a| a > start)
+        .min()
+        .ok_or(format!("no symbol after {name}"))?;
+    Ok((start, end))
+}
+
+/// A fault whose page table cannot be allocated is tried again, and served then.
+///
+/// `vm_insert_page()` answers `-ENOMEM` both when the faulting address's page table could not
+/// be allocated and when another thread's `madvise(MADV_DONTNEED)` emptied and freed it
+/// between its allocation and its lock (`CONFIG_PT_RECLAIM`); the fault handler then tries
+/// once more, through `vm_insert_pages()`, which tells the two apart (as fault-around does).
+/// The race cannot be forced; an allocation failure can: `fail_page_alloc` (in the debug
+/// kernel) fails this thread's first page allocation under `__pte_alloc()`, once, while
+/// `pread()` copies the buffer into a mapping of the device where no page table exists yet, a
+/// fault taken in the kernel. The copy must succeed. (When a failed first try was the fault's
+/// end, it was `VM_FAULT_OOM`, and the `pread()` failed with `EFAULT`.) On a kernel without
+/// `fail_page_alloc` it passes, saying it was skipped.
+pub(crate) fn fault_enomem_tried_again(ctx: &Ctx) -> TestResult {
+    if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
+        eprintln!("fault_enomem_tried_again: no {FAIL_PAGE_ALLOC} in this kernel; skipped");
+        return Ok(());
+    }
+    let (start, end) = kernel_function("__pte_alloc")?;
+    let f = ctx.open(true)?;
+    // A fresh 2 MiB-aligned reservation: no page table covers its first page yet.
+    let r = Reservation::new(4 << 20, 2 << 20).or_fail("reserving address space")?;
+    let m = Mapping::new_at(&f, 0, PAGE_SIZE, RW_SHARED, &r, r.addr())
+        .or_fail("mmap of page 0 at the start of a page table's span")?;
+    // SAFETY: `m` maps one page, readable and writable, for as long as `dst` is used; nothing
+    // else in this process touches it meanwhile.
+    let dst = unsafe { std::slice::from_raw_parts_mut(m.addr() as *mut u8, PAGE_SIZE) };
+    let armed = FailOnePageAlloc::arm(start, end)?;
+    let read = f.read_at(dst, 0);
+    let left = FailOnePageAlloc::times_left();
+    drop(armed);
+    let left = left?;
+    ensure!(
+        left == "0",
+        "no page table allocation failed (fail_page_alloc times is {left}): was there one already?"
+    );
+    let n = read.or_fail("pread into the mapping, its page table's first allocation failing")?;
+    ensure!(n == PAGE_SIZE, "pread copied {n} of {PAGE_SIZE} bytes");
+    compare(
+        "page 0 through the mapping",
+        0,
+        &m.read_range(0, 32),
+        &ctx.expected_bytes(0, 32),
+    )
 }
