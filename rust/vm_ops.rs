@@ -521,22 +521,21 @@ impl VmFault {
     #[inline]
     pub fn insert_page<'p>(&self, page: impl Into<PageRef<'p>>) -> Result<Mapped<'_>, FaultError> {
         let page = page.into();
-        let Some(vma) = self.vma_ref().as_mixedmap_vma() else {
+        let vma = self.vma_ref();
+        // What `VmaRef::as_mixedmap_vma` checks, without making an `Option` of the VMA.
+        if vma.flags() & kernel::mm::virt::flags::MIXEDMAP == 0 {
             return Err(FaultError::SigBus);
-        };
-        // SAFETY: `vma` is a mixed map, read-locked for the fault (type invariants), and the
-        // faulting address lies in it; `page` is valid for `'p`, which outlives the call, and
-        // the VMA takes its own reference. (What `VmaMixedMap::vm_insert_page` does, without
-        // its result conversion: this is the fault's hot path.)
+        }
+        // SAFETY: `vma` is a mixed map (checked above), read-locked for the fault (type
+        // invariants), and the faulting address lies in it; `page` is valid for `'p`, which
+        // outlives the call, and the VMA takes its own reference. (What
+        // `VmaMixedMap::vm_insert_page` does, without its result conversion: this is the
+        // fault's hot path.)
         let ret = unsafe { bindings::vm_insert_page(vma.as_ptr(), self.address(), page.as_ptr()) };
-        let new = match ret {
-            0 => true,
-            // Another thread's fault on this address got there first; it is mapped.
-            e if e == EBUSY.to_errno() => false,
-            // No page table: either it could not be allocated, or another thread freed it between
-            // its allocation and its lock. `vm_insert_page()` says `-ENOMEM` for both.
-            e if e == ENOMEM.to_errno() => return self.insert_page_again(vma, page),
-            _ => return Err(FaultError::SigBus),
+        let new = if ret == 0 {
+            true
+        } else {
+            self.insert_page_failed(page, ret)?
         };
         Ok(Mapped {
             new,
@@ -545,37 +544,42 @@ impl VmFault {
         })
     }
 
-    /// [`VmFault::insert_page`] after `vm_insert_page()` found no page table: once more through
-    /// `vm_insert_pages()`, which tells the two causes apart, so that one page and a window
-    /// follow one rule. A page table freed meanwhile (`-EFAULT`: another thread's
-    /// `madvise(MADV_DONTNEED)` emptied it, and `CONFIG_PT_RECLAIM` freed it, between the
-    /// allocation and `pte_offset_map_lock()`) is [`FaultError::Retry`]; memory that cannot be
-    /// had (`-ENOMEM` again) is [`FaultError::Oom`]. Out of line: it runs only after such a race
-    /// or an allocation failure.
+    /// [`VmFault::insert_page`] when `vm_insert_page()` failed with `errno`: whether the page
+    /// is mapped now by this fault (`true`) or was by another (`false`). Out of line, given only
+    /// what it cannot find again (the page), and with a result that fits in a register, so that
+    /// the fault's hot path, the success, keeps no more registers than it needs.
+    ///
+    /// `-EBUSY`: another thread's fault on this address got there first; it is mapped.
+    /// `-ENOMEM`: no page table. Either it could not be allocated, or another thread freed it
+    /// between its allocation and its lock (`madvise(MADV_DONTNEED)` emptied it, and
+    /// `CONFIG_PT_RECLAIM` freed it): `vm_insert_page()` says `-ENOMEM` for both. So the page
+    /// is inserted once more, through `vm_insert_pages()`, which tells the two apart, and one
+    /// page and a window follow one rule ([`insert_error`]): a table freed meanwhile is
+    /// [`FaultError::Retry`], memory that cannot be had [`FaultError::Oom`].
     #[cold]
     #[inline(never)]
-    fn insert_page_again(
-        &self,
-        vma: &kernel::mm::virt::VmaMixedMap,
-        page: PageRef<'_>,
-    ) -> Result<Mapped<'_>, FaultError> {
+    fn insert_page_failed(&self, page: PageRef<'_>, errno: c_int) -> Result<bool, FaultError> {
+        if errno == EBUSY.to_errno() {
+            return Ok(false);
+        }
+        if errno != ENOMEM.to_errno() {
+            return Err(FaultError::SigBus);
+        }
+        let Some(vma) = self.vma_ref().as_mixedmap_vma() else {
+            return Err(FaultError::SigBus);
+        };
         let mut ptrs = [page.as_ptr()];
         let mut left: c_ulong = 1;
         // SAFETY: As in `insert_page`: `vma` is a mixed map, read-locked for the fault, and the
         // faulting address lies in it; `ptrs` holds one page, valid for the call.
-        let ret = unsafe {
+        let again = unsafe {
             bindings::vm_insert_pages(vma.as_ptr(), self.address(), ptrs.as_mut_ptr(), &mut left)
         };
-        let new = match ret {
-            0 => true,
-            e if e == EBUSY.to_errno() => false,
-            e => return Err(insert_error(e)),
-        };
-        Ok(Mapped {
-            new,
-            pages: usize::from(new),
-            _fault: PhantomData,
-        })
+        match again {
+            0 => Ok(true),
+            e if e == EBUSY.to_errno() => Ok(false),
+            e => Err(insert_error(e)),
+        }
     }
 
     /// Whether this is a write fault on a private (copy-on-write) mapping.
