@@ -136,7 +136,8 @@ pub struct Options {
 }
 
 /// The permission bits of a device node: read, write and execute for its owner, its group and
-/// the others (`0o777` at most), and nothing else.
+/// the others (`0o777` at most), and nothing else. devtmpfs takes 0 for "not set" and makes the
+/// node `0o600` then.
 ///
 /// devtmpfs ORs the node's type into the mode it is given, so a mode with type bits of its own
 /// would make another kind of node: `0o060666` a world-writable *block* device for the major. A
@@ -600,7 +601,11 @@ struct Inner<T: CharDevice> {
 /// # Safety
 ///
 /// `device` must be valid, and its driver data null or the pointer of an `Arc<Inner<T>>` that a
-/// [`Device`] published and keeps until a grace period after it clears it.
+/// [`Device`] published and keeps until a grace period after it clears it. (`device_create()`
+/// publishes it before a `Device` exists, and when it fails, `Device::new` drops its reference
+/// at once: sound, because a failing `device_create()` has by then removed everything through
+/// which the driver data is read, the node (whose `devnode` calls come from `device_add()` and
+/// `device_del()` themselves) and the sysfs `uevent` file (whose readers it drains).)
 unsafe fn inner_of<'a, T: CharDevice>(
     device: *const bindings::device,
     _rcu: &'a kernel::sync::rcu::Guard,
@@ -683,8 +688,10 @@ impl<T: CharDevice> Class<T> {
 
 impl<T: CharDevice> Drop for Class<T> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants the class was made by `class_create()`; its device, if
-        // any, is unregistered (a `Device` borrows the `Class` it was made in).
+        // SAFETY: By the type invariants the class was made by `class_create()`. Its device, if
+        // any, is unregistered already: a `Registration` drops its `Device` before its `Class`
+        // (the order of its fields), and `register` drops a `Device` it made before the `Class`
+        // (locals drop in the reverse order of their making).
         unsafe { bindings::class_destroy(self.ptr.as_ptr()) };
     }
 }

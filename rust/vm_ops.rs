@@ -765,7 +765,9 @@ impl VmFault {
 /// A handler must not be able to take back what it mapped: one that inserted the page, then
 /// unmapped it again (`VmaRef::zap_vma_range`), and returned the [`Mapped`] it got would leave
 /// the access with no entry, and the process faulting on it forever. So the handler is not
-/// given the [`VmaRef`] (nor its `mm`):
+/// given the [`VmaRef`] (nor its `mm`). (That closes the way through the fault, not every
+/// way: a handler that looks the VMA up again through the current task's `mm` can still unmap
+/// it. Either way the result is a process that faults again, never memory unsafety.)
 ///
 /// ```ignore,compile_fail
 /// use kernel::{page::{Page, PAGE_SIZE}, prelude::*};

@@ -723,7 +723,10 @@ error_paths_clean() {
     echo 1 > $fs/verbose
     echo 0 > $fs/interval
     syms=$(awk '{ print $1 }' /proc/kallsyms | sort -u)
-    for fn in alloc_chrdev_region class_create device_create cdev_alloc kobj_map; do
+    # device_create_sys_dev_entry: device_add() failing late, after the driver data
+    # was published and the device's sysfs files (its uevent among them) were made.
+    for fn in alloc_chrdev_region class_create device_create device_create_sys_dev_entry \
+        cdev_alloc kobj_map; do
         start=$(awk -v f="$fn" '$3 == f { print $1; exit }' /proc/kallsyms)
         [ -n "$start" ] || fail "$fn: not in /proc/kallsyms" || return 1
         end=$(echo "$syms" | awk -v s="$start" '$1 > s { print; exit }')

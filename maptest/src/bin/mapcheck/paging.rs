@@ -234,10 +234,15 @@ impl FailOnePageAlloc {
         Ok(armed)
     }
 
-    /// How many more failures it would inject: 0 once it has failed its allocation.
-    fn times_left() -> Result<String, String> {
-        let t = std::fs::read_to_string(format!("{FAIL_PAGE_ALLOC}/times")).or_fail("times")?;
-        Ok(t.trim().to_string())
+    /// Disarms this thread at once, before anything else can allocate (a plain write of a
+    /// constant: no heap, so no page fault of this process's own), and returns how many more
+    /// failures it would have injected: 0 once it has failed its allocation.
+    fn disarm(self) -> Result<String, String> {
+        let stopped = std::fs::write("/proc/thread-self/make-it-fail", "0");
+        let times = std::fs::read_to_string(format!("{FAIL_PAGE_ALLOC}/times"));
+        drop(self);
+        stopped.or_fail("make-it-fail")?;
+        Ok(times.or_fail("times")?.trim().to_string())
     }
 }
 
@@ -293,17 +298,19 @@ fn kernel_function(name: &str) -> Result<(u64, u64), String> {
 /// between its allocation and its lock (`CONFIG_PT_RECLAIM`); the fault handler then tries
 /// once more, through `vm_insert_pages()`, which tells the two apart (as fault-around does).
 /// The race cannot be forced; an allocation failure can: `fail_page_alloc` (in the debug
-/// kernel) fails this thread's first page allocation under `__pte_alloc()`, once, while
-/// `pread()` copies the buffer into a mapping of the device where no page table exists yet, a
-/// fault taken in the kernel. The copy must succeed. (When a failed first try was the fault's
-/// end, it was `VM_FAULT_OOM`, and the `pread()` failed with `EFAULT`.) On a kernel without
-/// `fail_page_alloc` it passes, saying it was skipped.
+/// kernel) fails this thread's first page allocation under `insert_page()` (the body of
+/// `vm_insert_page()`, which calls it as a tail call, so that only `insert_page()` is on the
+/// stack), once, while `pread()` copies the buffer into a mapping of the device where no page
+/// table exists yet, a fault taken in the kernel: the first try's page table. The second try,
+/// through `vm_insert_pages()`, runs in `insert_pages()` instead. The copy must succeed. (When
+/// a failed first try was the fault's end, it was `VM_FAULT_OOM`, and the `pread()` failed with
+/// `EFAULT`.) On a kernel without `fail_page_alloc` it passes, saying it was skipped.
 pub(crate) fn fault_enomem_tried_again(ctx: &Ctx) -> TestResult {
     if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
         eprintln!("fault_enomem_tried_again: no {FAIL_PAGE_ALLOC} in this kernel; skipped");
         return Ok(());
     }
-    let (start, end) = kernel_function("__pte_alloc")?;
+    let (start, end) = kernel_function("insert_page")?;
     let f = ctx.open(true)?;
     // A fresh 2 MiB-aligned reservation: no page table covers its first page yet.
     let r = Reservation::new(4 << 20, 2 << 20).or_fail("reserving address space")?;
@@ -314,12 +321,11 @@ pub(crate) fn fault_enomem_tried_again(ctx: &Ctx) -> TestResult {
     let dst = unsafe { std::slice::from_raw_parts_mut(m.addr() as *mut u8, PAGE_SIZE) };
     let armed = FailOnePageAlloc::arm(start, end)?;
     let read = f.read_at(dst, 0);
-    let left = FailOnePageAlloc::times_left();
-    drop(armed);
-    let left = left?;
+    let left = armed.disarm()?;
     ensure!(
         left == "0",
-        "no page table allocation failed (fail_page_alloc times is {left}): was there one already?"
+        "no page table allocation under insert_page() failed (fail_page_alloc times is \
+         {left}): was there a page table already?"
     );
     let n = read.or_fail("pread into the mapping, its page table's first allocation failing")?;
     ensure!(n == PAGE_SIZE, "pread copied {n} of {PAGE_SIZE} bytes");
