@@ -25,6 +25,10 @@
 #                          or for KDIR; INSTALL_MOD_PATH=DIR to stage it
 #                          (dkms.conf does the same through DKMS)
 #   make KDIR=/path run    boot your kernel instead of building one
+#   make KERNEL=debian     build mapdrv.ko for Debian's own 7.3.4 kernel
+#                          (linux-image-7.3.4+deb13-amd64), whose headers
+#                          package lacks the Rust build metadata: rebuilt
+#                          once, into the cache (scripts/debian-kernel)
 #
 # LLVM selects the kernel's LLVM toolchain: -19 (clang-19, the default) or 1.
 # ARCH selects the guest's architecture: the host's by default, or arm64
@@ -75,7 +79,9 @@ all: modules
 MO ?= $(CURDIR)/build/module$(if $(filter-out $(HOST_ARCH) x86 x86_64,$(or $(ARCH),$(HOST_ARCH))),-$(ARCH))
 
 modules:
-ifeq ($(KDIR),)
+ifeq ($(KERNEL),debian)
+	@scripts/debian-kernel --module
+else ifeq ($(KDIR),)
 	@$(MAKE) --no-print-directory modules KDIR="$$(scripts/build-kernel plain)"
 else
 	@mkdir -p $(MO)
