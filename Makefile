@@ -28,7 +28,13 @@
 #   make KERNEL=debian     build mapdrv.ko for Debian's own 7.3.4 kernel
 #                          (linux-image-7.3.4+deb13-amd64), whose headers
 #                          package lacks the Rust build metadata: rebuilt
-#                          once, into the cache (scripts/debian-kernel)
+#                          once, into the cache (scripts/debian-kernel);
+#                          on a Debian machine running that kernel,
+#                          make KDIR=/usr/src/linux-headers-$(uname -r)
+#                          does the same with the installed headers
+#   make run KERNEL=debian, make test KERNEL=debian
+#                          the lesson and the suite in Debian's own kernel,
+#                          its vmlinuz booted in the guest
 #
 # LLVM selects the kernel's LLVM toolchain: -19 (clang-19, the default) or 1.
 # ARCH selects the guest's architecture: the host's by default, or arm64
@@ -50,8 +56,8 @@ export ARCH
 endif
 HOST_ARCH := $(patsubst aarch64,arm64,$(shell uname -m))
 
-# `make install` is for the running kernel unless KDIR names another.
-ifeq ($(KDIR),)
+# `make install` is for the running kernel unless KDIR (or KERNEL) names another.
+ifeq ($(KDIR)$(KERNEL),)
 ifneq ($(filter install,$(MAKECMDGOALS)),)
 KDIR := /lib/modules/$(shell uname -r)/build
 endif
@@ -62,7 +68,11 @@ endif
 ifneq ($(KDIR),)
 ifneq ($(filter-out clean help,$(or $(MAKECMDGOALS),all)),)
 KDIR_PROBLEM := $(shell scripts/check-kdir '$(KDIR)' '$(or $(RUSTC),rustc)')
-ifneq ($(KDIR_PROBLEM),)
+ifeq ($(KDIR_PROBLEM),debian-headers)
+# The headers of Debian's own 7.3.4 kernel: scripts/debian-kernel rebuilds the
+# Rust build metadata they lack, once, and builds the module with it.
+DEBIAN_HEADERS := $(KDIR)
+else ifneq ($(KDIR_PROBLEM),)
 $(error $(KDIR_PROBLEM))
 endif
 endif
@@ -76,11 +86,18 @@ all: modules
 # build/module: the tree stays clean, so `make run` and `make test` (which
 # build into build/module-FLAVOUR) work after it.
 # (build/module-arm64 for an arm64 module built on another host).
-MO ?= $(CURDIR)/build/module$(if $(filter-out $(HOST_ARCH) x86 x86_64,$(or $(ARCH),$(HOST_ARCH))),-$(ARCH))
+# (build/module-debian for KERNEL=debian).
+MO ?= $(CURDIR)/build/module$(if $(filter-out $(HOST_ARCH) x86 x86_64,$(or $(ARCH),$(HOST_ARCH))),-$(ARCH))$(if $(filter debian,$(KERNEL)),-debian)
+ifneq ($(filter-out debian,$(KERNEL)),)
+$(error KERNEL=$(KERNEL): the one kernel mapdrv builds for but does not build itself is KERNEL=debian, Debian's own 7.3.4)
+endif
+export KERNEL
+# The Debian route: scripts/debian-kernel, with the headers of KDIR= if given.
+DEBIAN_KERNEL := $(if $(or $(DEBIAN_HEADERS),$(filter debian,$(KERNEL))),scripts/debian-kernel$(if $(DEBIAN_HEADERS), --headers '$(DEBIAN_HEADERS)'))
 
 modules:
-ifeq ($(KERNEL),debian)
-	@scripts/debian-kernel --module
+ifneq ($(DEBIAN_KERNEL),)
+	@$(DEBIAN_KERNEL) --module '$(MO)'
 else ifeq ($(KDIR),)
 	@$(MAKE) --no-print-directory modules KDIR="$$(scripts/build-kernel plain)"
 else
@@ -103,9 +120,16 @@ endif
 # `make install`: the module into the target kernel's module directory
 # (/lib/modules/RELEASE/updates/, then depmod), by the kernel's
 # modules_install; INSTALL_MOD_PATH=DIR installs under DIR instead. The target
-# is the running kernel unless KDIR names another.
+# is the running kernel unless KDIR names another. For Debian's kernel, the
+# module is left unsigned (only Debian has the key its modules are signed
+# with; sign it with your own for Secure Boot, as DKMS does) and compressed
+# as Debian's are (.ko.xz).
 install: modules
+ifneq ($(DEBIAN_KERNEL),)
+	@$(DEBIAN_KERNEL) --make M=$(CURDIR) MO=$(MO) INSTALL_MOD_DIR=updates CONFIG_MODULE_SIG_ALL= modules_install
+else
 	$(MAKE) -C $(KDIR) M=$(CURDIR) MO=$(MO) LLVM=$(LLVM) INSTALL_MOD_DIR=updates modules_install
+endif
 
 run:
 	@scripts/run

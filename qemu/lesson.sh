@@ -8,6 +8,9 @@ explain() { echo; for line in "$@"; do echo "# $line"; done; }
 insmod() { /bin/insmod "$@"; }
 run() { printf '$ %s\n' "$*"; eval "$*"; }
 
+explain "The kernel this guest runs (make run KERNEL=debian boots Debian's own):"
+run "uname -r"
+
 explain "A freshly booted machine has long runs of free frames, and Linux 7.3's vmalloc" \
         "asks for the largest free blocks first. Fragment free memory first: take all of" \
         "it but a margin (24 MiB and 1/16 of RAM), give every other page back in a" \
@@ -55,6 +58,12 @@ if ! grep -q 'not available' /sys/kernel/debug/mapdrv/layout; then
             "/sys/kernel/debug/mapdrv/layout)."
     run "./maptest layout"
 fi
+
+explain "Loading a module built outside the kernel's tree taints the kernel: flag O" \
+        "(bit 12 of /proc/sys/kernel/tainted); a kernel that checks modules' signatures," \
+        "as Debian's does, adds E (bit 13) for a module it has no key for. Nothing else:"
+run "dmesg | grep -i -e taint -e 'module verification'"
+run "cat /proc/sys/kernel/tainted"
 
 explain "The kernel gave the device a major number:"
 run "grep mapdrv /proc/devices"

@@ -43,9 +43,20 @@ esac
 export ARCH MAPDRV_ARCH MAPDRV_RUST_TARGET MAPDRV_KIMAGE MAPDRV_QEMU
 # The host's own architecture, for what runs on the host (cargo test).
 MAPDRV_HOST_ARCH=$(case $(uname -m) in aarch64) echo arm64 ;; *) uname -m ;; esac)
+# KERNEL=debian: the guest boots Debian's own kernel (scripts/debian-kernel),
+# not one built here.
+MAPDRV_KERNEL=${KERNEL:-}
+case $MAPDRV_KERNEL in
+    ""|debian) ;;
+    *) printf 'error: KERNEL=%s: the one kernel mapdrv builds for but does not build itself is KERNEL=debian\n' "$MAPDRV_KERNEL" >&2; exit 1 ;;
+esac
 # The build directory of everything guest-specific: build/guest for the host's
-# architecture (as before arm64 came), build/guest-arm64 for arm64 on x86_64.
-mapdrv_build_suffix() { [[ $MAPDRV_ARCH == "$MAPDRV_HOST_ARCH" ]] || echo "-$MAPDRV_ARCH"; }
+# architecture (as before arm64 came), build/guest-arm64 for arm64 on x86_64,
+# build/guest-debian for Debian's kernel.
+mapdrv_build_suffix() {
+    [[ $MAPDRV_ARCH == "$MAPDRV_HOST_ARCH" ]] || echo -n "-$MAPDRV_ARCH"
+    [[ $MAPDRV_KERNEL != debian ]] || echo -n "-debian"
+}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -10,7 +10,7 @@ use rustix::mm::Advice;
 
 use crate::ctx::{page, Ctx, RO, RW_SHARED};
 use crate::expect::{compare, ensure, expect_counts, expect_resident, Want};
-use crate::harness::TestResult;
+use crate::harness::{skipped, TestResult};
 
 /// At most this many pages are touched one by one in the demand paging tests (all of them
 /// for the default 16-page buffer), so that large buffers stay fast.
@@ -182,8 +182,7 @@ fn vmstat(name: &str) -> Result<Option<u64>, String> {
 /// `mmap_lock` (the driver's VMA operations have `map_pages`, see rust/vm_ops.rs).
 pub(crate) fn faults_under_vma_lock(ctx: &Ctx) -> TestResult {
     let (Some(retry0), Some(ok0)) = (vmstat("vma_lock_retry")?, vmstat("vma_lock_success")?) else {
-        eprintln!("faults_under_vma_lock: skipped, the kernel has no CONFIG_PER_VMA_LOCK_STATS");
-        return Ok(());
+        return skipped("the kernel has no CONFIG_PER_VMA_LOCK_STATS");
     };
     let f = ctx.open(false)?;
     let m = ctx.map(&f, 0, ctx.pages, RO)?;
@@ -304,11 +303,10 @@ fn kernel_function(name: &str) -> Result<(u64, u64), String> {
 /// table exists yet, a fault taken in the kernel: the first try's page table. The second try,
 /// through `vm_insert_pages()`, runs in `insert_pages()` instead. The copy must succeed. (When
 /// a failed first try was the fault's end, it was `VM_FAULT_OOM`, and the `pread()` failed with
-/// `EFAULT`.) On a kernel without `fail_page_alloc` it passes, saying it was skipped.
+/// `EFAULT`.) On a kernel without `fail_page_alloc` it is skipped.
 pub(crate) fn fault_enomem_tried_again(ctx: &Ctx) -> TestResult {
     if !std::path::Path::new(FAIL_PAGE_ALLOC).exists() {
-        eprintln!("fault_enomem_tried_again: no {FAIL_PAGE_ALLOC} in this kernel; skipped");
-        return Ok(());
+        return skipped(format!("no {FAIL_PAGE_ALLOC} in this kernel"));
     }
     let (start, end) = kernel_function("insert_page")?;
     let f = ctx.open(true)?;

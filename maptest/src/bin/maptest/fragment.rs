@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use maptest::procfs::{meminfo_field, meminfo_kib};
 use maptest::{MapOptions, Mapping, OrFail, PAGE_SIZE};
-use rustix::mm::Advice;
+use rustix::mm::{mlock_with, Advice, MlockFlags};
 use rustix::thread::{sched_setaffinity, CpuSet};
 
 /// What `maptest fragment all` leaves free, in MiB: the kernel's watermarks and the free
@@ -39,12 +39,23 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
     let len = mib << 20;
     let opts = MapOptions {
         write: true,
-        populate: true,
         ..MapOptions::default()
     };
     let taken =
         Mapping::anonymous(len, opts).or_fail(format_args!("fragment: mmap of {mib} MiB"))?;
     let pages = len / PAGE_SIZE;
+    // In single pages, not transparent huge pages (a kernel with THP "always", as Debian's,
+    // would back the mapping with 2 MiB blocks, and giving back one 4 KiB page of such a block
+    // frees nothing until the kernel splits it, later), then all faulted in at once. (A
+    // kernel without THP refuses the advice: nothing to avoid there.)
+    match taken.madvise(0, len, Advice::LinuxNoHugepage) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+        Err(e) => return Err(format!("fragment: madvise(MADV_NOHUGEPAGE): {e}")),
+    }
+    taken
+        .madvise(0, len, Advice::LinuxPopulateWrite)
+        .or_fail("fragment: madvise(MADV_POPULATE_WRITE)")?;
     // Give back every other page (the odd ones), in bit-reversed order of their index: the
     // kernel's per-CPU free list is last in, first out, so the next allocations on this CPU
     // get frames that are neither neighbours nor in order.
@@ -62,11 +73,15 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
                 .or_fail("fragment: madvise")?;
         }
     }
-    let mut held = Some(taken);
+    let compaction = CompactionHeldOff::new(&taken)?;
+    let mut held = Some((taken, compaction));
     let watcher = release_after.map(|mib| {
-        let taken = held.take().expect("the memory is still held");
+        let (taken, compaction) = held.take().expect("the memory is still held");
         let base = meminfo_kib("VmallocUsed").unwrap_or(0);
-        std::thread::spawn(move || release_after_vmalloc(taken, base, mib as u64))
+        std::thread::spawn(move || {
+            release_after_vmalloc(taken, base, mib as u64);
+            drop(compaction);
+        })
     });
     println!(
         "fragment: took {} pages, gave back every other one ({}) in a scattered order; \
@@ -78,6 +93,52 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
     let _ = io::copy(&mut io::stdin(), &mut io::sink());
     drop((watcher, held));
     Ok(())
+}
+
+/// Where the kernel says whether compaction may move locked (mlock) pages.
+const COMPACT_UNEVICTABLE: &str = "/proc/sys/vm/compact_unevictable_allowed";
+
+/// Compaction holds off the pages the fragmenter holds while it lives.
+///
+/// A kernel with compaction (`CONFIG_COMPACTION`: distribution kernels such as Debian's; the
+/// project's guest kernels have none) moves pages in use to build free blocks when an
+/// allocation finds none of the size it asks for, as vmalloc's first tries do: it would move
+/// the held pages together and undo the fragmentation. It leaves locked pages where they are
+/// when `vm.compact_unevictable_allowed` is 0. So the held pages are locked, and that is set to
+/// 0 until they are given back; dropping this puts the old value back.
+struct CompactionHeldOff {
+    old: Option<String>,
+}
+
+impl CompactionHeldOff {
+    fn new(taken: &Mapping) -> Result<Self, String> {
+        let Ok(old) = std::fs::read_to_string(COMPACT_UNEVICTABLE) else {
+            return Ok(Self { old: None });
+        };
+        // Only the pages present (ONFAULT): those given back stay given back.
+        // SAFETY: Locking pages in memory changes no memory's contents; the range is that of
+        // `taken`, a mapping of this process.
+        unsafe { mlock_with(taken.addr() as *mut _, taken.len(), MlockFlags::ONFAULT) }
+            .or_fail("fragment: mlock2(MLOCK_ONFAULT)")?;
+        std::fs::write(COMPACT_UNEVICTABLE, "0")
+            .or_fail(format_args!("fragment: writing 0 to {COMPACT_UNEVICTABLE}"))?;
+        println!(
+            "fragment: this kernel compacts memory (it moves pages in use to make free blocks); \
+             the held pages are locked, and vm.compact_unevictable_allowed is 0 until they are \
+             given back: compaction leaves them where they are"
+        );
+        Ok(Self { old: Some(old) })
+    }
+}
+
+impl Drop for CompactionHeldOff {
+    fn drop(&mut self) {
+        if let Some(old) = self.old.take() {
+            if let Err(e) = std::fs::write(COMPACT_UNEVICTABLE, old.trim()) {
+                eprintln!("maptest: fragment: putting {COMPACT_UNEVICTABLE} back: {e}");
+            }
+        }
+    }
 }
 
 /// Waits until `VmallocUsed` of /proc/meminfo has grown by `mib` MiB from `base` KiB, then
