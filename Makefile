@@ -88,6 +88,9 @@ all: modules
 # (build/module-arm64 for an arm64 module built on another host).
 # (build/module-debian for KERNEL=debian).
 MO ?= $(CURDIR)/build/module$(if $(filter-out $(HOST_ARCH) x86 x86_64,$(or $(ARCH),$(HOST_ARCH))),-$(ARCH))$(if $(filter debian,$(KERNEL)),-debian)
+ifneq ($(and $(filter debian,$(KERNEL)),$(KDIR)),)
+$(error KERNEL=debian and KDIR=$(KDIR): give one; KDIR= of Debian's headers takes the same route)
+endif
 ifneq ($(filter-out debian,$(KERNEL)),)
 $(error KERNEL=$(KERNEL): the one kernel mapdrv builds for but does not build itself is KERNEL=debian, Debian's own 7.3.4)
 endif
@@ -97,7 +100,7 @@ DEBIAN_KERNEL := $(if $(or $(DEBIAN_HEADERS),$(filter debian,$(KERNEL))),scripts
 
 modules:
 ifneq ($(DEBIAN_KERNEL),)
-	@$(DEBIAN_KERNEL) --module '$(MO)'
+	+@$(DEBIAN_KERNEL) --module '$(MO)'
 else ifeq ($(KDIR),)
 	@$(MAKE) --no-print-directory modules KDIR="$$(scripts/build-kernel plain)"
 else
@@ -109,7 +112,11 @@ endif
 # rust-project.json for rust-analyzer, against the kernel the module is built
 # with, so that an editor resolves `kernel::` items.
 rust-analyzer:
-ifeq ($(KDIR),)
+ifneq ($(DEBIAN_KERNEL),)
+	+@$(DEBIAN_KERNEL) --make M=$(CURDIR) rust-analyzer
+	@test -f rust-project.json || mv "$$($(DEBIAN_KERNEL))/rust-project.json" rust-project.json
+	@echo "rust-project.json: $(CURDIR)/rust-project.json"
+else ifeq ($(KDIR),)
 	@$(MAKE) --no-print-directory rust-analyzer KDIR="$$(scripts/build-kernel plain)"
 else
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) rust-analyzer
@@ -121,13 +128,17 @@ endif
 # (/lib/modules/RELEASE/updates/, then depmod), by the kernel's
 # modules_install; INSTALL_MOD_PATH=DIR installs under DIR instead. The target
 # is the running kernel unless KDIR names another. For Debian's kernel, the
-# module is left unsigned (only Debian has the key its modules are signed
-# with; sign it with your own for Secure Boot, as DKMS does) and compressed
-# as Debian's are (.ko.xz).
-install: modules
+# module built before is installed as the kernel's modules_install would,
+# left unsigned (only Debian has the key its modules are signed with; sign it
+# with your own for Secure Boot, as DKMS does) and compressed as Debian's are
+# (.ko.xz).
 ifneq ($(DEBIAN_KERNEL),)
-	@$(DEBIAN_KERNEL) --make M=$(CURDIR) MO=$(MO) INSTALL_MOD_DIR=updates CONFIG_MODULE_SIG_ALL= modules_install
+# The module built before (by the user, not by `sudo make install`, whose
+# cache would be root's).
+install:
+	@$(DEBIAN_KERNEL) --install '$(MO)'
 else
+install: modules
 	$(MAKE) -C $(KDIR) M=$(CURDIR) MO=$(MO) LLVM=$(LLVM) INSTALL_MOD_DIR=updates modules_install
 endif
 

@@ -70,15 +70,16 @@ unsafe fn zone_in_node(node: *const bindings::pglist_data, nid: u32, pfn: u64) -
             (
                 (&raw const (*zone).zone_start_pfn).read_volatile(),
                 (&raw const (*zone).spanned_pages).read_volatile(),
-                (*zone).name,
+                (&raw const (*zone).name).read_volatile(),
             )
         };
         if name.is_null() || spanned == 0 {
             continue;
         }
         if (start as u64..start as u64 + spanned as u64).contains(&pfn) {
-            // SAFETY: A zone's name is a string literal of the kernel (`zone_names[]`), set at
-            // boot and never freed.
+            // SAFETY: A zone's name is a string literal of the kernel (`zone_names[]`), never
+            // freed; it is set at boot, and set again, to the same string, when memory is
+            // added to the node.
             let name = unsafe { CStr::from_char_ptr(name) };
             return Some(Zone {
                 node: nid,

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use maptest::procfs::{meminfo_field, meminfo_kib};
@@ -73,15 +75,15 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
                 .or_fail("fragment: madvise")?;
         }
     }
-    let compaction = CompactionHeldOff::new(&taken)?;
-    let mut held = Some((taken, compaction));
+    // Put back when this function returns, after the memory is given back (below).
+    let _compaction = CompactionHeldOff::new(&taken)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut held = Some(taken);
     let watcher = release_after.map(|mib| {
-        let (taken, compaction) = held.take().expect("the memory is still held");
+        let taken = held.take().expect("the memory is still held");
         let base = meminfo_kib("VmallocUsed").unwrap_or(0);
-        std::thread::spawn(move || {
-            release_after_vmalloc(taken, base, mib as u64);
-            drop(compaction);
-        })
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || release_after_vmalloc(taken, base, mib as u64, &stop))
     });
     println!(
         "fragment: took {} pages, gave back every other one ({}) in a scattered order; \
@@ -89,9 +91,14 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
         pages,
         pages / 2
     );
-    // Keep the taken pages until told; exiting gives them back.
+    // Keep the taken pages until told; then give them back, here or in the watcher (told to
+    // stop if the vmalloc never came), before the compaction setting is put back.
     let _ = io::copy(&mut io::stdin(), &mut io::sink());
-    drop((watcher, held));
+    drop(held);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
     Ok(())
 }
 
@@ -105,7 +112,9 @@ const COMPACT_UNEVICTABLE: &str = "/proc/sys/vm/compact_unevictable_allowed";
 /// allocation finds none of the size it asks for, as vmalloc's first tries do: it would move
 /// the held pages together and undo the fragmentation. It leaves locked pages where they are
 /// when `vm.compact_unevictable_allowed` is 0. So the held pages are locked, and that is set to
-/// 0 until they are given back; dropping this puts the old value back.
+/// 0 until they are given back; dropping this puts the old value back. (maptest aborts on a
+/// panic, without dropping: a panic here would leave the setting at 0, which keeps compaction
+/// away from locked pages only, as real-time kernels have it by default.)
 struct CompactionHeldOff {
     old: Option<String>,
 }
@@ -155,7 +164,7 @@ impl Drop for CompactionHeldOff {
 /// page-sized buffer for a /proc file's first read, two pages in a row on a KASAN kernel). So
 /// both files are opened, and read once, before the vmalloc, and then only read again from
 /// the start (`pread`), which reuses the kernel's buffer, into buffers of this thread's own.
-fn release_after_vmalloc(taken: Mapping, base: u64, mib: u64) {
+fn release_after_vmalloc(taken: Mapping, base: u64, mib: u64, stop: &AtomicBool) {
     // Poll from another CPU than the fragmenter's (and insmod's) CPU 0, if there is one.
     let mut cpus = CpuSet::new();
     cpus.set(1);
@@ -176,6 +185,11 @@ fn release_after_vmalloc(taken: Mapping, base: u64, mib: u64) {
             .and_then(|t| meminfo_field(t, "VmallocUsed"));
         if used.is_some_and(|used| used >= base + (mib << 10)) {
             break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            // Told to stop before the vmalloc came: give the memory back all the same.
+            drop(taken);
+            return;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
