@@ -217,7 +217,8 @@ fn check_page_walks(buffer: &VmallocBuffer) -> Result {
     Ok(())
 }
 
-/// The contents of `/sys/kernel/debug/mapdrv/pagewalk`: a header naming the paging mode, then
+/// The contents of `/sys/kernel/debug/mapdrv/pagewalk`: a header naming the paging mode and
+/// giving the arithmetic from a frame number to its `struct page` and direct-map address, then
 /// one line per buffer page with each level's index and entry, where the walk led, and the node
 /// and zone of the frame.
 fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -226,6 +227,12 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
     };
     writeln!(f, "# mapdrv page walk: {}, {mode}", pagewalk::ARCH)?;
     writeln!(f, "# pages: {}", buffer.pages())?;
+    let m = pagewalk::mem_map();
+    writeln!(
+        f,
+        "# memmap: vmemmap={:#x} struct_page_size={} phys_offset={:#x} page_offset={:#x}",
+        m.vmemmap, m.struct_page_size, m.phys_offset, m.page_offset
+    )?;
     for i in 0..buffer.pages() {
         let (Some(addr), Some(walk)) = (buffer.page_addr(i), buffer.walk(i)) else {
             break;

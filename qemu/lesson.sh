@@ -85,11 +85,22 @@ explain "Where those pages really are: the driver walked the kernel page tables 
         "frames are wherever the page allocator found them: the first ones in the few" \
         "large blocks left, then single frames from all over memory."
 run "./maptest walk --rows 8"
+explain "One page under all its names: the kernel keeps a struct page for every frame" \
+        "of memory, in one array (vmemmap), and maps all of memory once more at a constant" \
+        "offset (the direct map): from the frame number, both are one addition away."
+run "./maptest page 1"
+
 explain "Its last pages, which came one by one from the fragmented free memory:"
 run "./maptest walk --rows 32768 | awk '\$1 ~ /^[0-9]+\$/ && \$1 >= 32760'"
 
 explain "The driver's counters: one fault per page touched, nothing left open."
 run "cat /sys/kernel/debug/mapdrv/stats"
+
+explain "The process's side of the same pages: its own page tables, read from" \
+        "/proc/self/pagemap, point at the very frames the kernel's walk found. A private" \
+        "mapping's first write copies the page (copy-on-write); a child after fork()" \
+        "starts with its parent's frames."
+run "./maptest frames mapfile"
 
 explain "Unload the driver."
 run "rm mapfile"

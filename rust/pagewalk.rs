@@ -257,6 +257,31 @@ impl Translation {
     }
 }
 
+/// How the kernel gets from a page frame number to the frame's `struct page` and to its
+/// address in the direct map: `pfn_to_page()` is `vmemmap + pfn` (C pointer arithmetic, in
+/// steps of one `struct page`), and `__va()` is `page_offset + (phys - phys_offset)`.
+pub struct MemMap {
+    /// The address `struct page` 0 would have.
+    pub vmemmap: usize,
+    /// The size of a `struct page`, in bytes.
+    pub struct_page_size: usize,
+    /// The physical address the direct map starts with.
+    pub phys_offset: u64,
+    /// The kernel address of the direct map's start: where `phys_offset` is mapped.
+    pub page_offset: usize,
+}
+
+/// This kernel's [`MemMap`], as boot set it up (randomised, where the kernel randomises its
+/// layout).
+pub fn mem_map() -> MemMap {
+    MemMap {
+        vmemmap: arch::vmemmap_base(),
+        struct_page_size: core::mem::size_of::<kernel::bindings::page>(),
+        phys_offset: arch::phys_offset(),
+        page_offset: arch::phys_to_virt(arch::phys_offset()),
+    }
+}
+
 /// The address of the `struct page` of the frame holding physical address `phys`, in the
 /// kernel's `vmemmap` array.
 #[inline]

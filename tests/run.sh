@@ -28,7 +28,7 @@ part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload taints_onl
  memory_pressure unprivileged_sees_no_addresses broken_drivers_caught kmemleak_clean"
 part2="reload_cycles kobject_release_clean error_paths_clean device_contract fault_around stress fuzz kmemleak_clean"
 part3="pagewalk_matches_kernel pagewalk_levels pagewalk_zones layout_allocations_in_their_regions
- maps_annotated pagewalk_no_addresses_in_log fragmented_buffer_is_scattered
+ maps_annotated struct_page_arithmetic process_frames_match_kernel pagewalk_no_addresses_in_log fragmented_buffer_is_scattered
  fault_around_across_page_tables kunit_results doctest_results kmemleak_clean"
 if [ "${1:-}" = --part ]; then
     # shellcheck disable=SC2086 # a part is a list of words
@@ -625,6 +625,38 @@ fault_around_across_page_tables() {
     done
 }
 
+struct_page_arithmetic() {
+    # Every page of the buffer under its other names: its struct page is
+    # vmemmap + pfn * sizeof(struct page), its direct-map address page_offset
+    # + (physical - phys_offset), from the figures of the driver's memmap line
+    # (maptest page checks a page's; here the first, one inside, the last),
+    # and a page past the buffer is refused.
+    insmod mapdrv.ko pages=16 || return 1
+    out=$(./maptest page 5 2>&1) || fail "maptest page 5: $(echo "$out" | tail -n 1)" || return 1
+    echo "$out" | grep -q '^  struct page  *0x[0-9a-f]*  = vmemmap + pfn \* [0-9]*$' || fail "maptest page: no struct page line" || return 1
+    for n in 0 15; do
+        ./maptest page $n > /dev/null || fail "maptest page $n failed" || return 1
+    done
+    err=$(./maptest page 16 2>&1) && { fail "maptest page 16 (past the buffer) succeeded"; return 1; }
+    echo "$err" | grep -q 'there is no page 16' || fail "maptest page 16: '$err'" || return 1
+    rmmod mapdrv || return 1
+}
+
+process_frames_match_kernel() {
+    # The process's side of the mapping: its own page tables (/proc/self/
+    # pagemap) hold, page for page, the frames the driver's walk of the
+    # kernel's page tables found; a private write gets a new frame while the
+    # buffer keeps its own; a child after fork has the parent's frames.
+    # maptest frames checks each, and fails on the first that does not hold.
+    insmod mapdrv.ko pages=16 || return 1
+    out=$(./maptest frames --pages 8 /dev/mapdrv 2>&1) || fail "maptest frames: $(echo "$out" | tail -n 1)" || return 1
+    same=$(echo "$out" | grep -c 'the same frame$')
+    [ "$same" = 8 ] || fail "$same of 8 shared pages shown in the kernel walk's frame" || return 1
+    echo "$out" | grep -q 'copied on write: a new frame' || fail "no copy-on-write shown" || return 1
+    echo "$out" | grep -q "^After fork(), the child's page tables" || fail "no child shown" || return 1
+    rmmod mapdrv || return 1
+}
+
 fragmented_buffer_is_scattered() {
     # The lesson's key fact, made visible as `make run` does: with free memory
     # fragmented (maptest fragment all: a margin of large blocks, 24 MiB and
@@ -752,7 +784,7 @@ error_paths_clean() {
     # parent was set but not referenced dropped the device's last reference.
     fs=/sys/kernel/debug/failslab
     if [ ! -d $fs ]; then
-        [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ] && fail "no $fs (CONFIG_FAILSLAB off?)" && return 1
+        [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ] && { fail "no $fs (CONFIG_FAILSLAB off?)"; return 1; }
         echo "skip: no failslab in this kernel"
         return 0
     fi
@@ -835,7 +867,7 @@ kobject_release_clean() {
         dmesg | grep -q "'mapdrv' ([0-9a-f]*): kobject_release, parent" \
             || fail "no delayed kobject release logged for mapdrv (CONFIG_DEBUG_KOBJECT_RELEASE off?)" || return 1
     fi
-    err=$(./maptest -q /tmp/stale 2>&1) && fail "the stale node opened after unload" && return 1
+    err=$(./maptest -q /tmp/stale 2>&1) && { fail "the stale node opened after unload"; return 1; }
     rm -f /tmp/stale
     echo "$err" | grep -q 'No such device or address' || fail "stale node: '$err', expected ENXIO" || return 1
 }
@@ -912,6 +944,8 @@ t pagewalk_zones
 t layout_allocations_in_their_regions
 t maps_annotated
 t pagewalk_no_addresses_in_log
+t struct_page_arithmetic
+t process_frames_match_kernel
 t fragmented_buffer_is_scattered
 t fault_around_across_page_tables
 want kunit_results && timed kunit_results kunit_results

@@ -1,5 +1,5 @@
-//! Files of `/proc` the tests and the lesson read: `/proc/vmstat`, `/proc/meminfo` and
-//! `/proc/PID/maps`.
+//! Files of `/proc` the tests and the lesson read: `/proc/vmstat`, `/proc/meminfo`,
+//! `/proc/PID/maps` and `/proc/PID/pagemap`.
 
 use std::io;
 
@@ -76,4 +76,45 @@ mod tests {
         assert_eq!((maps[0].start, maps[0].end), (0x7f00, 0x7f01));
         assert_eq!(maps[0].path, "/dev/mapdrv");
     }
+}
+
+/// What `/proc/PID/pagemap` says about one page of a process's address space: its entry in
+/// the process's own page tables, as the kernel reports it (one 64-bit word per page;
+/// `Documentation/admin-guide/mm/pagemap.rst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagemapEntry {
+    /// Bit 63: a page is mapped there.
+    pub present: bool,
+    /// Bits 0-54: its page frame number; the kernel shows 0 to a process without
+    /// `CAP_SYS_ADMIN`.
+    pub pfn: u64,
+    /// Bit 56: the page is mapped by this process alone.
+    pub exclusive: bool,
+    /// Bit 61: a page of a file (or shared anonymous memory), not private anonymous memory.
+    pub file_or_shared: bool,
+}
+
+impl PagemapEntry {
+    /// Decodes one word of `pagemap`.
+    pub fn from_word(word: u64) -> PagemapEntry {
+        PagemapEntry {
+            present: word >> 63 & 1 == 1,
+            pfn: word & ((1 << 55) - 1),
+            exclusive: word >> 56 & 1 == 1,
+            file_or_shared: word >> 61 & 1 == 1,
+        }
+    }
+}
+
+/// The `pagemap` entries of this process for the `pages` pages from address `addr` (page
+/// aligned).
+pub fn pagemap(addr: usize, pages: usize) -> io::Result<Vec<PagemapEntry>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open("/proc/self/pagemap")?;
+    let mut bytes = vec![0u8; pages * 8];
+    file.read_exact_at(&mut bytes, (addr / crate::PAGE_SIZE * 8) as u64)?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|w| PagemapEntry::from_word(u64::from_ne_bytes(w.try_into().expect("8 bytes"))))
+        .collect())
 }

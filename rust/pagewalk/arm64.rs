@@ -23,7 +23,8 @@
 //! (`PXNTable`, `UXNTable`, `APTable`).
 
 use super::{Entry, Level, PagingMode};
-use crate::layout::{phys_offset, PAGE_OFFSET, PAGE_STRUCT, VMEMMAP_START};
+pub(super) use crate::layout::phys_offset;
+use crate::layout::{PAGE_OFFSET, PAGE_STRUCT, VMEMMAP_START};
 use core::fmt;
 use kernel::prelude::kunit_tests;
 

@@ -48,6 +48,11 @@ pub(super) fn phys_to_virt(_phys: u64) -> usize {
     0
 }
 
+/// Never called: there is no walk.
+pub(super) fn phys_offset() -> u64 {
+    0
+}
+
 #[inline]
 pub(super) fn vmemmap_base() -> usize {
     0

@@ -117,6 +117,12 @@ pub(super) fn page_offset_base() -> usize {
     unsafe { bindings::page_offset_base }
 }
 
+/// The physical address the direct map starts with: 0, all of physical memory from its start.
+#[inline]
+pub(super) fn phys_offset() -> u64 {
+    0
+}
+
 /// The kernel's `__va()`: the direct map address of physical address `phys`.
 #[inline]
 pub(super) fn phys_to_virt(phys: u64) -> usize {

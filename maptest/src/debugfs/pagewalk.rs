@@ -31,11 +31,58 @@ pub struct Row {
     pub zone: Option<String>,
 }
 
-/// The whole file: the paging mode named in the header, and the rows.
+/// How the kernel gets from a frame number to its `struct page` and its direct-map address
+/// (the header line `# memmap: ...`): `vmemmap + pfn * struct_page_size`, and
+/// `page_offset + (phys - phys_offset)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemMap {
+    pub vmemmap: u64,
+    pub struct_page_size: u64,
+    pub phys_offset: u64,
+    pub page_offset: u64,
+}
+
+impl MemMap {
+    /// `pfn_to_page()`: the address of the `struct page` of frame `pfn`.
+    pub fn page_struct(&self, pfn: u64) -> u64 {
+        self.vmemmap
+            .wrapping_add(pfn.wrapping_mul(self.struct_page_size))
+    }
+
+    /// `__va()`: the direct-map address of physical address `phys`.
+    pub fn direct_map(&self, phys: u64) -> u64 {
+        self.page_offset
+            .wrapping_add(phys.wrapping_sub(self.phys_offset))
+    }
+}
+
+/// The whole file: the paging mode named in the header, the memory map, and the rows.
 #[derive(Debug, Clone)]
 pub struct PageWalk {
     pub mode: String,
+    pub mem_map: Option<MemMap>,
     pub rows: Vec<Row>,
+}
+
+fn parse_mem_map(line: &str) -> Result<MemMap, String> {
+    let fields: HashMap<&str, &str> = line
+        .split_whitespace()
+        .filter_map(|t| t.split_once('='))
+        .collect();
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("no {k}= in {line:?}"))
+    };
+    Ok(MemMap {
+        vmemmap: hex(get("vmemmap")?)?,
+        struct_page_size: get("struct_page_size")?
+            .parse()
+            .map_err(|_| format!("bad struct_page_size in {line:?}"))?,
+        phys_offset: hex(get("phys_offset")?)?,
+        page_offset: hex(get("page_offset")?)?,
+    })
 }
 
 pub const LEVELS: [&str; 5] = ["pgd", "p4d", "pud", "pmd", "pte"];
@@ -104,10 +151,13 @@ fn parse_row(line: &str) -> Result<Row, String> {
 /// Parses the driver's `pagewalk` file.
 pub fn parse(text: &str) -> Result<PageWalk, String> {
     let mut mode = None;
+    let mut mem_map = None;
     let mut rows = Vec::new();
     for line in text.lines() {
         if let Some(h) = line.strip_prefix("# mapdrv page walk: ") {
             mode = Some(h.to_owned());
+        } else if let Some(m) = line.strip_prefix("# memmap: ") {
+            mem_map = Some(parse_mem_map(m)?);
         } else if line.starts_with('#') || line.is_empty() {
             continue;
         } else {
@@ -116,6 +166,7 @@ pub fn parse(text: &str) -> Result<PageWalk, String> {
     }
     Ok(PageWalk {
         mode: mode.ok_or("no header line")?,
+        mem_map,
         rows,
     })
 }
@@ -299,6 +350,7 @@ mod tests {
 
     const SAMPLE: &str = "# mapdrv page walk: x86_64, 5-level paging (PGD -> P4D -> PUD -> PMD -> PTE)
 # pages: 3
+# memmap: vmemmap=0xffd4000000000000 struct_page_size=64 phys_offset=0x0 page_offset=0xff11000000000000
 page=0 vaddr=0xffa00000000ed000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[237]=0x80000000008d0163(P,W,NX,G) pfn=0x8d0 phys=0x8d0000 struct_page=0xffd4000000023400 directmap=0xff110000008d0000 node=0 zone=DMA32
 page=1 vaddr=0xffa00000000ee000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[238]=0x80000000008d1163(P,W,NX,G) pfn=0x8d1 phys=0x8d1000 struct_page=0xffd4000000023440 directmap=0xff110000008d1000 node=0 zone=DMA32
 page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x000000000014f067(P,W,U) pud[0]=0x0000000000150067(P,W,U) pmd[0]=0x0000000000151067(P,W,U) pte[239]=0x8000000000a00163(P,W,NX,G) pfn=0xa00 phys=0xa00000 struct_page=0xffd4000000028000 directmap=0xff11000000a00000 node=0 zone=Normal
@@ -332,10 +384,29 @@ page=2 vaddr=0xffa00000000ef000 pgd[416]=0x0000000000100067(P,W,U) p4d[0]=0x0000
     }
 
     #[test]
+    fn mem_map_arithmetic() {
+        let w = parse(SAMPLE).unwrap();
+        let m = w.mem_map.unwrap();
+        assert_eq!(m.struct_page_size, 64);
+        for r in &w.rows {
+            assert_eq!(m.page_struct(r.pfn), r.page_struct);
+            assert_eq!(m.direct_map(r.phys), r.direct_map);
+        }
+        // Without the line (an older driver), no memory map; a broken one is an error.
+        let old: String = SAMPLE
+            .lines()
+            .filter(|l| !l.starts_with("# memmap"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(parse(&old).unwrap().mem_map, None);
+        assert!(parse(&SAMPLE.replace("struct_page_size=64", "struct_page_size=x")).is_err());
+    }
+
+    #[test]
     fn folded_p4d() {
         let line = SAMPLE
             .lines()
-            .nth(2)
+            .nth(3)
             .unwrap()
             .replace("p4d[0]=0x000000000014f067(P,W,U)", "p4d=folded");
         let w = parse(&format!("# mapdrv page walk: x86_64, 4-level\n{line}\n")).unwrap();

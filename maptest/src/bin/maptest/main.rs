@@ -1,5 +1,5 @@
 //! maptest: map mapdrv's kernel buffer into this process and read it back; and the lesson's
-//! other views of memory (`walk`, `layout`, `maps`, `fragment`).
+//! other views of memory (`walk`, `page`, `layout`, `maps`, `frames`, `fragment`).
 //!
 //! Run `maptest --help` for the commands and options.
 
@@ -11,7 +11,9 @@ use maptest::device::DEV_NODE;
 
 mod demo;
 mod fragment;
+mod frames;
 mod maps;
+mod page;
 
 const HELP: &str = "\
 maptest: map mapdrv's kernel buffer into this process and read it back
@@ -19,8 +21,10 @@ maptest: map mapdrv's kernel buffer into this process and read it back
 USAGE:
     maptest [OPTIONS] FILE
     maptest walk [--rows N]
+    maptest page [N]
     maptest layout
     maptest maps [FILE]
+    maptest frames [--pages N] [FILE]
     maptest fragment MIB|all [--release-after-vmalloc MIB]
 
 FILE is the mapdrv device node: /dev/mapdrv, or a node made with
@@ -41,6 +45,12 @@ walk goes through, the page frame each page lands in, and how scattered the
 frames are. It reads /sys/kernel/debug/mapdrv/pagewalk, so it needs root and
 the module loaded; --rows N shows N rows (default 32).
 
+`maptest page [N]` shows page N (default 0) of the driver's buffer under each
+of its names: its vmalloc address, its page frame number, its physical
+address, its struct page in the kernel's vmemmap array and its address in the
+direct map, with the arithmetic that links them, read from the same file as
+`maptest walk`. Exits with status 1 if the figures do not follow it.
+
 `maptest layout` shows the kernel's virtual address space on this machine: its
 regions (the direct map of all RAM, vmalloc, the struct page array, the kernel
 image, the modules), in address order, and where a live allocation of each
@@ -52,6 +62,16 @@ driver's buffer, code, a stack variable), with its physical address. It reads
 what maptest knows the address of placed in it: its code and data, the heap,
 a small and a large malloc, a stack variable, and a shared and a private
 mapping of FILE (default /dev/mapdrv); and where user space ends here.
+
+`maptest frames [--pages N] [FILE]` shows the process's side of the mapping:
+the frame behind each of its addresses, from its own page tables
+(/proc/self/pagemap, root only), beside the frame the driver's walk of the
+kernel's page tables found for the same page of the buffer: the same frame,
+for a shared mapping, once the page is touched. Then a private mapping,
+whose first page written is copied into a new frame while the buffer keeps
+its own (copy-on-write), and after fork() the child's frames. N pages
+(default 4) of FILE (default /dev/mapdrv); the module must be loaded. Exits
+with status 1 if any of that does not hold.
 
 `maptest fragment MIB|all` fragments free memory on purpose: it takes MIB MiB
 of anonymous memory (`all`: all free memory but a margin of 24 MiB and 1/16 of
@@ -156,6 +176,25 @@ fn show_walk(rows: usize) -> Outcome {
     Ok(())
 }
 
+/// `maptest page [N]`.
+fn page_main(mut cli: Cli) -> Result<Outcome, String> {
+    let mut n = None;
+    while let Some(arg) = cli.next()? {
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(show_help()),
+            Arg::Value(v) if n.is_none() => {
+                n = Some(
+                    v.to_str()
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .ok_or("page needs a page number N")?,
+                )
+            }
+            other => return Err(Cli::unexpected(other)),
+        }
+    }
+    Ok(page::run(n.unwrap_or(0)))
+}
+
 /// `maptest layout`.
 fn layout_main(mut cli: Cli) -> Result<Outcome, String> {
     match cli.next()? {
@@ -188,6 +227,27 @@ fn maps_main(mut cli: Cli) -> Result<Outcome, String> {
     }
     let device = device.unwrap_or_else(|| DEV_NODE.to_owned());
     Ok(maps::run(&device).map(|text| print!("{text}")))
+}
+
+/// `maptest frames [--pages N] [FILE]`.
+fn frames_main(mut cli: Cli) -> Result<Outcome, String> {
+    let mut device = None;
+    let mut pages = 4;
+    while let Some(arg) = cli.next()? {
+        match arg {
+            Arg::Long("pages") => pages = cli.value("--pages")?,
+            Arg::Short('h') | Arg::Long("help") => return Ok(show_help()),
+            Arg::Value(v) if device.is_none() => {
+                device = Some(v.string().map_err(|e| e.to_string())?)
+            }
+            other => return Err(Cli::unexpected(other)),
+        }
+    }
+    if !(2..=64).contains(&pages) {
+        return Err("--pages must be 2 to 64".into());
+    }
+    let device = device.unwrap_or_else(|| DEV_NODE.to_owned());
+    Ok(frames::run(&device, pages))
 }
 
 /// `maptest fragment MIB|all [--release-after-vmalloc MIB]`.
@@ -226,8 +286,10 @@ fn main() -> ExitCode {
     let first = std::env::args().nth(1);
     let command: fn(Cli) -> Result<Outcome, String> = match first.as_deref() {
         Some("walk") => walk_main,
+        Some("page") => page_main,
         Some("layout") => layout_main,
         Some("maps") => maps_main,
+        Some("frames") => frames_main,
         Some("fragment") => fragment_main,
         Some("-h" | "--help") => return help(),
         _ => {
