@@ -15,7 +15,8 @@
 #                          maptest/, shellcheck (CI runs it before make test)
 #   make patches           regenerate patches/ (the abstractions for the
 #                          kernel tree) from rust/
-#   make docs              redraw docs/*.svg from docs/diagrams/*.dot
+#   make docs              redraw docs/*.svg from docs/diagrams/*.dot, and
+#                          the docs' code excerpts from the source's anchors
 #   make                   build mapdrv.ko (into build/module/) against the
 #                          plain guest kernel
 #   make KDIR=/path        build mapdrv.ko against your own Rust-enabled
@@ -154,9 +155,11 @@ bench:
 lint:
 	@scripts/lint
 
-# The diagrams of docs/, from their Graphviz sources in docs/diagrams/.
+# The diagrams of docs/, from their Graphviz sources in docs/diagrams/, and
+# the code excerpts of the docs, from the source's anchors.
 docs:
 	@for f in docs/diagrams/*.dot; do dot -Tsvg "$$f" -o "docs/$$(basename "$${f%.dot}").svg"; done
+	@scripts/doc-excerpts
 
 patches:
 	@scripts/gen-patches

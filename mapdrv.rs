@@ -76,6 +76,7 @@ module! {
     authors: ["The mapdrv authors"],
     description: "Maps a vmalloc'ed kernel buffer into userspace, one page per fault",
     license: "GPL",
+    // ANCHOR: params
     params: {
         pages: u32 {
             default: 16,
@@ -90,6 +91,7 @@ module! {
             description: "Pages mapped per fault: the aligned block around the faulting page (1, 2, 4, ..., 512; 1: only the faulting page)",
         },
     },
+    // ANCHOR_END: params
 }
 
 /// The largest buffer, in pages (1 GiB).
@@ -358,6 +360,7 @@ impl CharDevice for MapFile {
     // 4. The mapping.
     // -----------------------------------------------------------------------------------------
 
+    // ANCHOR: mmap_prepare
     fn mmap_prepare<'a>(
         shared: ArcBorrow<'a, Shared>,
         _file: &'a File,
@@ -385,6 +388,7 @@ impl CharDevice for MapFile {
         desc.set_vm_ops(shared);
         Ok(())
     }
+    // ANCHOR_END: mmap_prepare
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +409,7 @@ impl VmOperations for Shared {
         this.stats.mappings.fetch_sub(1, Relaxed);
     }
 
+    // ANCHOR: fault
     /// Userspace touched a page of the mapping for the first time (or again after
     /// `MADV_DONTNEED`): find that page of the buffer through the kernel page tables (step 2)
     /// and map it at the faulting address; with `fault_around` > 1, map the block of pages
@@ -425,6 +430,7 @@ impl VmOperations for Shared {
         }
         Ok(mapped)
     }
+    // ANCHOR_END: fault
 }
 
 impl Shared {
@@ -496,6 +502,7 @@ impl kernel::Module for MapDrv {
             );
             return Err(ENOMEM);
         }
+        // ANCHOR: vmalloc
         let buffer = match VmallocBuffer::new(npages, GFP_KERNEL | __GFP_NOWARN, fill) {
             Ok(buffer) => buffer,
             Err(e) => {
@@ -506,6 +513,7 @@ impl kernel::Module for MapDrv {
                 return Err(e);
             }
         };
+        // ANCHOR_END: vmalloc
         let shared = Arc::pin_init(
             try_pin_init!(Shared {
                 buffer <- buffer,

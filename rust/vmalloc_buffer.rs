@@ -152,6 +152,7 @@ impl VmallocBuffer {
         }
     }
 
+    // ANCHOR: page
     /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
     /// page tables, or `None` past the end.
     #[inline]
@@ -173,6 +174,7 @@ impl VmallocBuffer {
         // lives as long as `self` and so as long as the returned page borrows it.
         Some(unsafe { PageRef::from_raw(page) })
     }
+    // ANCHOR_END: page
 
     /// The pages of the buffer from page `index` to the end, in order, looked up with one walk
     /// per page table: see [`Pages`].
