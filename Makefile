@@ -15,8 +15,10 @@
 #                          maptest/, shellcheck (CI runs it before make test)
 #   make patches           regenerate patches/ (the abstractions for the
 #                          kernel tree) from rust/
-#   make docs              redraw docs/*.svg from docs/diagrams/*.dot, and
-#                          the docs' code excerpts from the source's anchors
+#   make docs              redraw docs/*.svg from docs/diagrams/*.dot, record
+#                          the lesson (make run) into docs/transcripts/, and
+#                          fill the docs' code excerpts and transcripts from
+#                          the source and that recording
 #   make                   build mapdrv.ko (into build/module/) against the
 #                          plain guest kernel
 #   make KDIR=/path        build mapdrv.ko against your own Rust-enabled
@@ -155,11 +157,11 @@ bench:
 lint:
 	@scripts/lint
 
-# The diagrams of docs/, from their Graphviz sources in docs/diagrams/, and
-# the code excerpts of the docs, from the source's anchors.
+# The diagrams of docs/, from their Graphviz sources in docs/diagrams/; the
+# lesson's transcript, recorded from make run; the docs' code excerpts and
+# transcripts, filled from the source and from that recording (scripts/docs).
 docs:
-	@for f in docs/diagrams/*.dot; do dot -Tsvg "$$f" -o "docs/$$(basename "$${f%.dot}").svg"; done
-	@scripts/doc-excerpts
+	@scripts/docs
 
 patches:
 	@scripts/gen-patches

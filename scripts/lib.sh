@@ -107,3 +107,10 @@ maptest_build() {
     (cd "$MAPDRV_ROOT/maptest" && env "$linker_var=rust-lld" \
         cargo build --quiet --release --locked --target "$MAPDRV_RUST_TARGET")
 }
+
+# transcript_hash: what a recorded lesson (docs/transcripts/) depends on: the
+# lesson's script and the sources of the programs that print it.
+transcript_hash() {
+    (cd "$MAPDRV_ROOT" && { cat qemu/lesson.sh; find maptest/src -name '*.rs' -print0 | LC_ALL=C sort -z | xargs -0 cat; } \
+        | sha256sum | cut -c1-16)
+}
