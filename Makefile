@@ -16,9 +16,10 @@
 #   make patches           regenerate patches/ (the abstractions for the
 #                          kernel tree) from rust/
 #   make docs              redraw docs/*.svg from docs/diagrams/*.dot, record
-#                          the lesson (make run) into docs/transcripts/, and
-#                          fill the docs' code excerpts and transcripts from
-#                          the source and that recording
+#                          the lesson (make run, x86_64 and arm64) into
+#                          docs/transcripts/, and fill the docs' code
+#                          excerpts and transcripts from the source and
+#                          those recordings
 #   make                   build mapdrv.ko (into build/module/) against the
 #                          plain guest kernel
 #   make KDIR=/path        build mapdrv.ko against your own Rust-enabled

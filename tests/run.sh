@@ -603,6 +603,11 @@ maps_annotated() {
     [ -z "$bad" ] || fail "$bad" || return 1
     echo "$out" | grep -q '\[vdso\]' || fail "no [vdso] line" || return 1
     echo "$out" | grep -q 'The top of user space' || fail "no top of user space" || return 1
+    # The architecture's own bits of user address: 47 on x86_64, 48 on arm64.
+    bits=47
+    [ "$ARCH" = arm64 ] && bits=48
+    echo "$out" | tr '\n' ' ' | grep -q "below 0x[0-9a-f]* ($bits bits;" \
+        || fail "the top of user space is not given as $bits bits on $ARCH" || return 1
     rmmod mapdrv || return 1
 }
 

@@ -25,12 +25,59 @@ struct Note {
     text: String,
 }
 
-/// The highest address a mapping gets when it asks for one above 47 bits (`mmap` with such a
-/// hint): above 47 bits only where the machine has 5-level paging (56-bit addresses).
+/// The address a mapping gets when it asks for one at 2^50 (`mmap` with such a hint): above
+/// 47 bits (x86_64) or 48 bits (arm64) only where the kernel gives processes more address bits.
 fn probe_top() -> Option<u64> {
     Reservation::near(1 << 50, PAGE_SIZE)
         .ok()
         .map(|r| r.addr() as u64)
+}
+
+/// Where user space ends on x86_64, where it depends on the paging mode: 47 bits of address
+/// (4-level paging; the stack just under it), or, with 5-level paging, 56 bits for a process
+/// that asks for an address above 47 bits (`top`: what `mmap()` gave for such a hint).
+#[cfg(target_arch = "x86_64")]
+fn top_of_user_space(top: Option<u64>) -> String {
+    let here = match top {
+        Some(t) if t >= 1 << 47 => format!(
+            "asked for an address above 47 bits, mmap() gave {t:#x}: this machine has 5-level \
+             paging, and a process that asks can use 56 bits of address (up to \
+             0x00ffffffffffffff); the kernel's half starts at 0xff00000000000000."
+        ),
+        Some(t) => format!(
+            "asked for an address above 47 bits, mmap() gave {t:#x}: with 4-level paging user \
+             space ends there; the kernel's half starts at 0xffff800000000000."
+        ),
+        None => "mmap() with a hint above 47 bits failed.".to_owned(),
+    };
+    format!(
+        "The top of user space: mappings get addresses below 0x00007ffffffff000 (47 bits; the \
+         stack sits just under it) unless they ask for more. Here, {here}"
+    )
+}
+
+/// Where user space ends on arm64: 48 bits of address with 4 KiB pages and 4-level paging
+/// (the stack just under 0x0001000000000000), or 52 bits, with a kernel built for them, for
+/// a process that asks for an address above 48 bits (`top`: what `mmap()` gave for such a
+/// hint).
+#[cfg(target_arch = "aarch64")]
+fn top_of_user_space(top: Option<u64>) -> String {
+    let here = match top {
+        Some(t) if t >= 1 << 48 => format!(
+            "asked for an address above 48 bits, mmap() gave {t:#x}: this kernel has 52-bit \
+             addresses, and a process that asks can use them."
+        ),
+        Some(t) => format!(
+            "asked for an address above 48 bits, mmap() gave {t:#x}: with 48-bit addresses \
+             user space ends there; the kernel's half starts at 0xffff000000000000."
+        ),
+        None => "mmap() with a hint above 48 bits failed.".to_owned(),
+    };
+    format!(
+        "The top of user space: mappings get addresses below 0x0001000000000000 (48 bits; the \
+         stack sits just under it) unless they ask for more and the kernel has 52-bit \
+         addresses. Here, {here}"
+    )
 }
 
 /// Makes the mappings and allocations, reads `/proc/self/maps`, and renders it annotated.
@@ -150,24 +197,11 @@ pub fn run(device: &str) -> Result<String, String> {
         }
     }
     let _ = writeln!(out);
-    let top_text = match top {
-        Some(t) if t >= 1 << 47 => format!(
-            "asked for an address above 47 bits, mmap() gave {t:#x}: this machine has 5-level \
-             paging, and a process that asks can use 56 bits of address (up to \
-             0x00ffffffffffffff); the kernel's half starts at 0xff00000000000000."
-        ),
-        Some(t) => format!(
-            "asked for an address above 47 bits, mmap() gave {t:#x}: with 4-level paging user \
-             space ends there; the kernel's half starts at 0xffff800000000000."
-        ),
-        None => "mmap() with a hint above 47 bits failed.".to_owned(),
-    };
     out.push_str(&wrap(
         &format!(
-            "The top of user space: mappings get addresses below 0x00007ffffffff000 (47 bits; \
-             the stack sits just under it) unless they ask for more. Here, {top_text} The \
-             32-bit x86 of the classic lesson split 4 GiB as 3 GiB for the process and 1 GiB \
-             for the kernel."
+            "{} The 32-bit x86 of the classic lesson split 4 GiB as 3 GiB for the process and \
+             1 GiB for the kernel.",
+            top_of_user_space(top)
         ),
         78,
     ));
