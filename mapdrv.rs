@@ -248,12 +248,14 @@ fn show_page_walks(buffer: &VmallocBuffer, f: &mut fmt::Formatter<'_>) -> fmt::R
                         None => write!(f, " {}=folded", level.name())?,
                     }
                 }
+                // The struct page as the kernel itself finds it (vmalloc_to_page()), so that
+                // `maptest page` checks the arithmetic of the memmap line against the kernel.
+                let page = buffer.page(i).map_or(0, |p| p.as_ptr() as usize);
                 write!(
                     f,
-                    " pfn={:#x} phys={:#x} struct_page={:#x} directmap={:#x}",
+                    " pfn={:#x} phys={:#x} struct_page={page:#x} directmap={:#x}",
                     t.pfn(),
                     t.phys,
-                    t.page_ptr(),
                     t.direct_map_addr()
                 )?;
                 // The node and zone of the frame: which part of physical memory it is in.

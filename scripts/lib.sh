@@ -109,8 +109,11 @@ maptest_build() {
 }
 
 # transcript_hash: what a recorded lesson (docs/transcripts/) depends on: the
-# lesson's script and the sources of the programs that print it.
+# lesson's script and the sources of what prints it, the module (its log and
+# debugfs files) and maptest with its library (not mapcheck, mapstress,
+# mapbench: the lesson does not run them).
 transcript_hash() {
-    (cd "$MAPDRV_ROOT" && { cat qemu/lesson.sh; find maptest/src -name '*.rs' -print0 | LC_ALL=C sort -z | xargs -0 cat; } \
-        | sha256sum | cut -c1-16)
+    (cd "$MAPDRV_ROOT" && { cat qemu/lesson.sh mapdrv.rs
+        find rust maptest/src -name '*.rs' -not -path 'maptest/src/bin/map[csb]*' -print0 \
+            | LC_ALL=C sort -z | xargs -0 cat; } | sha256sum | cut -c1-16)
 }

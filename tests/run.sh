@@ -603,11 +603,16 @@ maps_annotated() {
     [ -z "$bad" ] || fail "$bad" || return 1
     echo "$out" | grep -q '\[vdso\]' || fail "no [vdso] line" || return 1
     echo "$out" | grep -q 'The top of user space' || fail "no top of user space" || return 1
-    # The architecture's own bits of user address: 47 on x86_64, 48 on arm64.
+    # The architecture's own bits of user address, 47 on x86_64, 48 on arm64:
+    # what maptest says, and where the stack really is (just under the top).
     bits=47
     [ "$ARCH" = arm64 ] && bits=48
     echo "$out" | tr '\n' ' ' | grep -q "below 0x[0-9a-f]* ($bits bits;" \
         || fail "the top of user space is not given as $bits bits on $ARCH" || return 1
+    stack=$(echo "$out" | sed -n 's/^    ^ \(0x[0-9a-f]*\)  stack:.*/\1/p')
+    [ -n "$stack" ] || fail "no stack variable placed" || return 1
+    [ $((stack < (1 << bits))) = 1 ] && [ $((stack >= (1 << (bits - 1)))) = 1 ] \
+        || fail "the stack at $stack is not just under 2^$bits" || return 1
     rmmod mapdrv || return 1
 }
 

@@ -85,8 +85,9 @@ mod tests {
 pub struct PagemapEntry {
     /// Bit 63: a page is mapped there.
     pub present: bool,
-    /// Bits 0-54: its page frame number; the kernel shows 0 to a process without
-    /// `CAP_SYS_ADMIN`.
+    /// Bits 0-54 of a present page: its page frame number (the kernel shows 0 to a process
+    /// without `CAP_SYS_ADMIN`); 0 here for a page not present (whose bits then hold a swap
+    /// entry, or nothing).
     pub pfn: u64,
     /// Bit 56: the page is mapped by this process alone.
     pub exclusive: bool,
@@ -97,9 +98,10 @@ pub struct PagemapEntry {
 impl PagemapEntry {
     /// Decodes one word of `pagemap`.
     pub fn from_word(word: u64) -> PagemapEntry {
+        let present = word >> 63 & 1 == 1;
         PagemapEntry {
-            present: word >> 63 & 1 == 1,
-            pfn: word & ((1 << 55) - 1),
+            present,
+            pfn: if present { word & ((1 << 55) - 1) } else { 0 },
             exclusive: word >> 56 & 1 == 1,
             file_or_shared: word >> 61 & 1 == 1,
         }

@@ -40,8 +40,9 @@ pub fn run(n: usize) -> Result<(), String> {
          owner: what the kernel knows of the frame), in one array, vmemmap, indexed by frame\n\
          number: pfn_to_page() and page_to_pfn() are an addition and a subtraction. The\n\
          direct map holds all of memory at a constant offset: __va() and __pa() are one\n\
-         too. Only the vmalloc address needs the page tables. (The driver checked at load\n\
-         that its walk finds the very struct page vmalloc_to_page() returns.)",
+         too. Only the vmalloc address needs the page tables. (The struct page shown is the\n\
+         one the kernel's vmalloc_to_page() returns; maptest checks that it is where the\n\
+         arithmetic says.)",
         m.struct_page_size
     );
     if phys >> shift != pfn {
