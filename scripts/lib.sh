@@ -117,3 +117,18 @@ transcript_hash() {
         find rust maptest/src -name '*.rs' -not -path 'maptest/src/bin/map[csb]*' -print0 \
             | LC_ALL=C sort -z | xargs -0 cat; } | sha256sum | cut -c1-16)
 }
+
+# doctest_count: how many documentation examples of the abstractions run as
+# the debug kernel's in-tree doctests (every fenced block but the `ignore`
+# ones, in rust/chrdev.rs and rust/vm_ops.rs): make test expects that many,
+# make lint the docs to say so.
+doctest_count() {
+    cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs \
+        | awk '/^[ \t]*\/\/[\/!] ```$/ { plain++ } /^[ \t]*\/\/[\/!] ```ignore/ { ignored++ }
+               END { print (plain - ignored) / 2 }'
+}
+
+# The abstractions whose documentation holds misuses that must not compile
+# (```ignore,compile_fail blocks): scripts/compile-fail builds them, make lint
+# counts them.
+MAPDRV_MISUSE_FILES=(rust/chrdev.rs rust/vm_ops.rs rust/vmalloc_buffer.rs)
