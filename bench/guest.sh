@@ -149,6 +149,30 @@ for fa in 16 512; do
         END { printf "%.2f", p / f }' /sys/kernel/debug/mapdrv/stats)"
 done
 
+# 5. The C opt-in of patches/ (VM_OPS_FAULT_VMA_LOCK) against the fallback
+# that kernels without it need (a map_pages that maps nothing, so a
+# do_fault_around() for nothing on every read fault): mapdrv as built for
+# this kernel (/mapdrv.ko) and built with the fallback
+# (/extra/mapdrv-map-pages.ko, MAPDRV_MAP_PAGES_FALLBACK=1), loaded in turn
+# in every round, one page per fault and 16.
+if [ -f /extra/mapdrv-map-pages.ko ]; then
+    rmmod mapdrv || fail "rmmod mapdrv"
+    for fa in 1 16; do
+        i=0
+        while [ $i -lt "$rounds" ]; do
+            /bin/insmod /extra/mapdrv-map-pages.ko pages="$n" fault_around=$fa || fail "insmod mapdrv-map-pages.ko"
+            measure touch --name "mappages_fa${fa}_ns_per_page" --file /dev/mapdrv --pages "$n"
+            rmmod mapdrv || fail "rmmod mapdrv"
+            /bin/insmod /mapdrv.ko pages="$n" fault_around=$fa || fail "insmod mapdrv.ko"
+            measure touch --name "flag_fa${fa}_ns_per_page" --file /dev/mapdrv --pages "$n"
+            rmmod mapdrv || fail "rmmod mapdrv"
+            i=$((i + 1))
+        done
+        report "mappages_fa${fa}_ns_per_page" "flag_fa${fa}_ns_per_page"
+    done
+    /bin/insmod /mapdrv.ko pages="$n" || fail "insmod mapdrv.ko"
+fi
+
 # Every measurement, for a look at how much they spread (the host reads only
 # the `bench:` lines).
 awk '!($1 in v) { order[++n] = $1 } { v[$1] = v[$1] " " $2 }

@@ -6,10 +6,12 @@
  *
  *   /dev/mapdrv_cref_fault  page by page, by a fault handler with mapdrv's
  *                           logic: vmalloc_to_page() for the faulting page,
- *                           vm_insert_page(), two per-CPU counters, and a
- *                           map_pages that maps nothing so that the fault runs
- *                           under the per-VMA lock (as mapdrv's does; see
- *                           rust/vm_ops.rs). Rust against C, same work.
+ *                           vm_insert_page(), two per-CPU counters, and the
+ *                           fault under the per-VMA lock as mapdrv has it:
+ *                           VM_OPS_FAULT_VMA_LOCK where the kernel has it
+ *                           (patches/), a map_pages that maps nothing where
+ *                           it does not (see rust/vm_ops.rs). Rust against
+ *                           C, same work.
  *   /dev/mapdrv_cref_eager  everything at mmap() time, the kernel's way for a
  *                           buffer that is always mapped whole: mmap_prepare
  *                           asks for mmap_action_map_kernel_pages(), which
@@ -74,14 +76,20 @@ static vm_fault_t cref_fault(struct vm_fault *vmf)
 	return VM_FAULT_NOPAGE;
 }
 
+#ifndef VM_OPS_FAULT_VMA_LOCK
 static vm_fault_t cref_map_pages(struct vm_fault *vmf, pgoff_t start, pgoff_t end)
 {
 	return 0;
 }
+#endif
 
 static const struct vm_operations_struct cref_vm_ops = {
 	.fault = cref_fault,
+#ifdef VM_OPS_FAULT_VMA_LOCK
+	.vm_ops_flags = VM_OPS_FAULT_VMA_LOCK,
+#else
 	.map_pages = cref_map_pages,
+#endif
 };
 
 /* mapdrv's checks: no PROT_EXEC, ever; the window inside the buffer; no growth. */

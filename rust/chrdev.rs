@@ -349,7 +349,10 @@ pub trait CharDevice: Sized {
     ///         Ok(Arc::new(Empty, GFP_KERNEL)?)
     ///     }
     ///
-    ///     fn read_iter(_kiocb: Kiocb<'_, Arc<Empty>>, _iov: &mut IovIterDest<'_>) -> Result<usize> {
+    ///     fn read_iter(
+    ///         _kiocb: Kiocb<'_, Arc<Empty>>,
+    ///         _iov: &mut IovIterDest<'_>,
+    ///     ) -> Result<usize> {
     ///         Ok(0)
     ///     }
     /// }
@@ -378,7 +381,10 @@ pub trait CharDevice: Sized {
     ///         Ok(Arc::new(Sink, GFP_KERNEL)?)
     ///     }
     ///
-    ///     fn write_iter(_kiocb: Kiocb<'_, Arc<Sink>>, iov: &mut IovIterSource<'_>) -> Result<usize> {
+    ///     fn write_iter(
+    ///         _kiocb: Kiocb<'_, Arc<Sink>>,
+    ///         iov: &mut IovIterSource<'_>,
+    ///     ) -> Result<usize> {
     ///         let n = iov.len();
     ///         iov.advance(n);
     ///         Ok(n)
@@ -411,7 +417,12 @@ pub trait CharDevice: Sized {
     ///         Ok(data.clone())
     ///     }
     ///
-    ///     fn llseek(text: ArcBorrow<'_, Text>, file: &LocalFile, offset: i64, whence: u32) -> Result<i64> {
+    ///     fn llseek(
+    ///         text: ArcBorrow<'_, Text>,
+    ///         file: &LocalFile,
+    ///         offset: i64,
+    ///         whence: u32,
+    ///     ) -> Result<i64> {
     ///         let size = i64::try_from(text.0.len()).map_err(|_| EINVAL)?;
     ///         fixed_size_llseek(file, offset, whence, size)
     ///     }
@@ -572,7 +583,12 @@ pub trait CharDevice: Sized {
 ///         Ok(Arc::new(Page4k, GFP_KERNEL)?)
 ///     }
 ///
-///     fn llseek(_: ArcBorrow<'_, Page4k>, file: &LocalFile, offset: i64, whence: u32) -> Result<i64> {
+///     fn llseek(
+///         _: ArcBorrow<'_, Page4k>,
+///         file: &LocalFile,
+///         offset: i64,
+///         whence: u32,
+///     ) -> Result<i64> {
 ///         fixed_size_llseek(file, offset, whence, 4096)
 ///     }
 /// }

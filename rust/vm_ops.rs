@@ -4,8 +4,9 @@
 //!
 //! C headers: [`include/linux/mm.h`](srctree/include/linux/mm.h) (`struct vm_operations_struct`,
 //! `struct vm_fault`), [`include/linux/mm_types.h`](srctree/include/linux/mm_types.h)
-//! (`struct vm_area_desc`). See also
-//! [`Documentation/filesystems/mmap_prepare.rst`](srctree/Documentation/filesystems/mmap_prepare.rst).
+//! (`struct vm_area_desc`). See also [`mmap_prepare.rst`].
+//!
+//! [`mmap_prepare.rst`]: srctree/Documentation/filesystems/mmap_prepare.rst
 //!
 //! A file's `f_op->mmap_prepare()` hook describes the mapping about to be made in a
 //! [`VmAreaDesc`]: it may refuse it, adjust its flags, and install operations with
@@ -40,13 +41,20 @@
 //! and free the page table between the check and the call. The page cache's own `map_pages`
 //! copes with that through `pte_offset_map_lock()` and `pmd_install()`, which are not exported.
 //!
-//! `vm_ops->map_pages` is installed all the same, mapping nothing. Its presence is how the
-//! kernel knows that `fault` may run under the per-VMA lock: without it, `vmf_can_call_fault()`
-//! refuses every fault taken under that lock, and the whole fault is done again under
-//! `mmap_lock`, which doubles its cost. A Rust handler is safe under the VMA lock, because all it
-//! can reach of the mapping through [`VmFault`] is what that lock protects: the VMA's range and
-//! flags ([`FaultVma`]), and the insertion of pages. Upstream, a flag in `vm_operations_struct` would say
-//! this more directly, as the comment above `vmf_can_call_fault()` suggests.
+//! No `vm_ops->map_pages` is installed, then. The operations table sets `VM_OPS_FAULT_VMA_LOCK`
+//! in `vm_ops_flags` instead, which tells `vmf_can_call_fault()` that `fault` may run under the
+//! per-VMA lock alone; without it, every fault taken under that lock would be refused and done
+//! again under `mmap_lock`, which doubles its cost. A Rust handler is safe under the VMA lock,
+//! because all it can reach of the mapping through [`VmFault`] is what that lock protects: the
+//! VMA's range and flags ([`FaultVma`]), and the insertion of pages.
+// BEGIN out-of-tree fallback: from here to the END line, none of this goes into patches/.
+//!
+//! A kernel without `VM_OPS_FAULT_VMA_LOCK` (one without the series of `patches/`) only lets
+//! `fault` run under the per-VMA lock for operations that have a `map_pages`. Built for such a
+//! kernel (Kbuild looks for the flag in its `<linux/mm.h>`), the table has a `map_pages` that maps
+//! nothing, and a read fault pays for the `do_fault_around()` that calls it: a page table
+//! preallocation and an RCU read section, for nothing.
+// END out-of-tree fallback
 //!
 //! # Lifetimes
 //!
@@ -1164,7 +1172,8 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// #[vtable]
     /// impl VmOperations for Copied {
     ///     fn open(_this: ArcBorrow<'_, Self>, vma: &VmaRef) {
-    ///         pr_debug!("a copy at {:#x}..{:#x} (fork, split or mremap)\n", vma.start(), vma.end());
+    ///         let (start, end) = (vma.start(), vma.end());
+    ///         pr_debug!("a copy at {start:#x}..{end:#x} (fork, split or mremap)\n");
     ///     }
     ///
     ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
@@ -1243,7 +1252,11 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
 /// use kernel::mm::vm_ops::{VmAreaDesc, VmOperations};
 ///
 /// /// Checks a request for `pages` pages of a device, and installs `ops`.
-/// fn prepare<'a, M, V>(desc: &mut VmAreaDesc<'a, M>, ops: ArcBorrow<'a, V>, pages: usize) -> Result
+/// fn prepare<'a, M, V>(
+///     desc: &mut VmAreaDesc<'a, M>,
+///     ops: ArcBorrow<'a, V>,
+///     pages: usize,
+/// ) -> Result
 /// where
 ///     M: kernel::ModuleMetadata,
 ///     V: VmOperations<OwnerModule = M>,
@@ -1285,7 +1298,9 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// /// # Safety
     /// ///
     /// /// `desc` must be the description given to that hook.
-    /// unsafe extern "C" fn mmap_prepare<M: ModuleMetadata>(desc: *mut bindings::vm_area_desc) -> c_int {
+    /// unsafe extern "C" fn mmap_prepare<M: ModuleMetadata>(
+    ///     desc: *mut bindings::vm_area_desc,
+    /// ) -> c_int {
     ///     // SAFETY: The description of this call, of a file of module `M`; `mmap(2)` holds the
     ///     // file, and so what it owns, until it returns.
     ///     let desc = unsafe { VmAreaDesc::<M>::from_raw(desc) };
@@ -1550,7 +1565,10 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// }
     ///
     /// /// `ops` is borrowed from the file (its private data) for as long as the description.
-    /// fn install<'a>(desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>, ops: ArcBorrow<'a, Ops>) {
+    /// fn install<'a>(
+    ///     desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>,
+    ///     ops: ArcBorrow<'a, Ops>,
+    /// ) {
     ///     desc.set_vm_ops(ops);
     /// }
     /// ```
@@ -1653,12 +1671,15 @@ impl<T: VmOperations> VmOpsTable<T> {
         }
     }
 
-    /// Maps nothing: the page cache's fault-around hook, here only so that the kernel calls
-    /// [`Self::fault`] under the per-VMA lock (see the module documentation).
+    // BEGIN out-of-tree fallback
+    /// Maps nothing: the page cache's fault-around hook, here only so that a kernel without
+    /// `VM_OPS_FAULT_VMA_LOCK` calls [`Self::fault`] under the per-VMA lock (see the module
+    /// documentation).
     ///
     /// # Safety
     ///
     /// Called by the kernel's `do_fault_around()`, under `rcu_read_lock()`.
+    #[cfg(not(vm_ops_fault_vma_lock))]
     unsafe extern "C" fn map_pages(
         _vmf: *mut bindings::vm_fault,
         _start_pgoff: c_ulong,
@@ -1667,13 +1688,20 @@ impl<T: VmOperations> VmOpsTable<T> {
         // Nothing mapped, so the kernel goes on to `fault`.
         0
     }
+    // END out-of-tree fallback
 
     const VTABLE: bindings::vm_operations_struct = bindings::vm_operations_struct {
         mapped: Some(Self::mapped),
         open: Some(Self::open),
         close: Some(Self::close),
         fault: Some(Self::fault),
+        // `fault` needs only the VMA lock (see the module documentation).
+        #[cfg(vm_ops_fault_vma_lock)]
+        vm_ops_flags: bindings::VM_OPS_FAULT_VMA_LOCK,
+        // BEGIN out-of-tree fallback
+        #[cfg(not(vm_ops_fault_vma_lock))]
         map_pages: Some(Self::map_pages),
+        // END out-of-tree fallback
         ..pin_init::zeroed()
     };
 }

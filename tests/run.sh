@@ -165,6 +165,27 @@ load_unload() {
     lastlog | grep -q "mapdrv: unloaded" || fail "no unload message" || return 1
 }
 
+fault_vma_lock_flag() {
+    # A kernel with VM_OPS_FAULT_VMA_LOCK (the C patch of patches/, in our
+    # kernels) runs mapdrv's fault handler under the per-VMA lock on the
+    # flag's word; on any other (Debian's) mapdrv is built with the no-op
+    # map_pages instead, and says so when it loads. MAPDRV_FAULT_VMA_LOCK
+    # is whether the kernel's bindings have the flag (scripts/test). That
+    # the faults then really run under the VMA lock is faults_under_vma_lock.
+    insmod mapdrv.ko || return 1
+    # What this load logged: from its `N pages` line on.
+    log=$(dmesg | awk '/mapdrv: [0-9]+ pages/ { buf = "" } /mapdrv: / { buf = buf $0 "\n" }
+        END { printf "%s", buf }')
+    rmmod mapdrv || return 1
+    case ${MAPDRV_FAULT_VMA_LOCK:-}:$log in
+        1:*"no VM_OPS_FAULT_VMA_LOCK"*) fail "the fallback, in a kernel with the flag: $log" ;;
+        0:*"no VM_OPS_FAULT_VMA_LOCK"*) echo "# the kernel has no VM_OPS_FAULT_VMA_LOCK: mapdrv uses the no-op map_pages" ;;
+        1:*) echo "# the kernel has VM_OPS_FAULT_VMA_LOCK: mapdrv has no map_pages" ;;
+        0:*) fail "no word of the fallback in a kernel without the flag: $log" ;;
+        *) fail "MAPDRV_FAULT_VMA_LOCK is not set (scripts/test sets it)" ;;
+    esac
+}
+
 taints_only_as_out_of_tree() {
     # Loading mapdrv taints the kernel only as a module built outside the
     # kernel's tree must: O (bit 12 of /proc/sys/kernel/tainted), and E (bit
@@ -930,6 +951,7 @@ t every_test_in_a_part
 t modinfo_complete
 t load_unload
 t taints_only_as_out_of_tree
+t fault_vma_lock_flag
 t dev_node
 t mknod_maptest
 t maptest_options
