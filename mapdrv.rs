@@ -399,8 +399,9 @@ impl CharDevice for MapFile {
 
 #[vtable]
 impl VmOperations for Shared {
-    fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {
+    fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
         this.stats.mappings.add(1, Relaxed);
+        Ok(())
     }
 
     fn open(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
@@ -578,7 +579,7 @@ impl kernel::Module for MapDrv {
         }
         if !cfg!(vm_ops_fault_vma_lock) {
             // Built for a kernel without the C patch of patches/ (Kbuild).
-            pr_info!("no VM_OPS_FAULT_VMA_LOCK: a no-op map_pages keeps faults under the VMA lock\n");
+            pr_info!("no VM_OPS_FAULT_VMA_LOCK: a no-op map_pages keeps faults under VMA lock\n");
         }
         Ok(MapDrv {
             dev,

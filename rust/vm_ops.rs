@@ -1103,8 +1103,9 @@ impl ClosingVma {
 ///
 /// #[vtable]
 /// impl VmOperations for ZeroPage {
-///     fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {
+///     fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
 ///         this.vmas.add(1, Relaxed);
+///         Ok(())
 ///     }
 ///
 ///     fn open(this: ArcBorrow<'_, Self>, _vma: &VmaRef) {
@@ -1137,18 +1138,29 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// now on. Not called when the new range was merged into an existing VMA, which already
     /// holds one.
     ///
+    /// An error fails the `mmap(2)`: the kernel unmaps the VMA, and [`Self::close`] runs for it
+    /// as for any other, so `mapped` has nothing to undo. (When another driver's `mmap` maps
+    /// this file as part of its own, through the kernel's compatibility layer, the VMA of a
+    /// failed call is freed without `close`, and its reference to `this` is leaked: never freed
+    /// early.)
+    ///
     /// # Examples
     ///
     /// ```
     /// use kernel::{prelude::*, sync::ArcBorrow};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
     ///
+    /// /// Mappings of the file's first 16 pages only.
     /// struct Logged;
     ///
     /// #[vtable]
     /// impl VmOperations for Logged {
-    ///     fn mapped(_this: ArcBorrow<'_, Self>, start: usize, end: usize, pgoff: usize) {
-    ///         pr_debug!("{:#x}..{:#x} maps the file from page {pgoff}\n", start, end);
+    ///     fn mapped(_: ArcBorrow<'_, Self>, start: usize, end: usize, pgoff: usize) -> Result {
+    ///         pr_debug!("{start:#x}..{end:#x} maps the file from page {pgoff}\n");
+    ///         if pgoff + (end - start) / kernel::page::PAGE_SIZE > 16 {
+    ///             return Err(EINVAL);
+    ///         }
+    ///         Ok(())
     ///     }
     ///
     ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
@@ -1156,7 +1168,9 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///     }
     /// }
     /// ```
-    fn mapped(_this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) {}
+    fn mapped(_this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
+        Ok(())
+    }
 
     /// A VMA with these operations was created as a copy of another one: the child's copy in
     /// `fork()`, a piece of a split area, the destination of `mremap()`.
@@ -1615,10 +1629,13 @@ impl<T: VmOperations> VmOpsTable<T> {
         // SAFETY: The private data is the pointer `set_vm_ops` recorded, still valid (`'a` of
         // the description lasts until `mmap(2)` returns).
         let this = unsafe { Self::data(*vm_private_data) };
-        // The VMA's own reference, dropped by `close`. The pointer stays the same.
+        // The VMA's own reference, dropped by `close`, even if `T::mapped` fails (the kernel
+        // then unmaps the VMA, which closes it). The pointer stays the same.
         let _ = Arc::into_raw(Arc::from(this));
-        T::mapped(this, start, end, pgoff);
-        0
+        match T::mapped(this, start, end, pgoff) {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
     }
 
     /// # Safety
