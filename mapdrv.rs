@@ -569,6 +569,10 @@ impl kernel::Module for MapDrv {
             }
         };
 
+        if !cfg!(vm_ops_fault_vma_lock) {
+            // Built for a kernel without the C patch of patches/ (Kbuild).
+            pr_info!("no VM_OPS_FAULT_VMA_LOCK: a no-op map_pages keeps faults under VMA lock\n");
+        }
         pr_info!(
             "{npages} pages ({} bytes) of vmalloc memory, major {}\n",
             npages * PAGE_SIZE,
@@ -576,10 +580,6 @@ impl kernel::Module for MapDrv {
         );
         if fault_around > 1 {
             pr_info!("fault-around: up to {fault_around} pages mapped per fault\n");
-        }
-        if !cfg!(vm_ops_fault_vma_lock) {
-            // Built for a kernel without the C patch of patches/ (Kbuild).
-            pr_info!("no VM_OPS_FAULT_VMA_LOCK: a no-op map_pages keeps faults under VMA lock\n");
         }
         Ok(MapDrv {
             dev,

@@ -20,7 +20,7 @@ cd /
 # three guests wait at the same time rather than one after the other. Each
 # part takes about as long; kmemleak_clean ends each. Every test is in one part (checked by
 # every_test_in_a_part, in part 1).
-part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload taints_only_as_out_of_tree dev_node mknod_maptest
+part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload taints_only_as_out_of_tree fault_vma_lock_flag dev_node mknod_maptest
  maptest_options param_pages_zero param_pages_too_big param_pages_not_a_number
  param_fault_around_zero param_fault_around_not_power_of_two param_fault_around_too_big
  param_fault_around_logged param_major_busy param_major_too_big param_major_fixed sizes
@@ -172,10 +172,10 @@ fault_vma_lock_flag() {
     # map_pages instead, and says so when it loads. MAPDRV_FAULT_VMA_LOCK
     # is whether the kernel's bindings have the flag (scripts/test). That
     # the faults then really run under the VMA lock is faults_under_vma_lock.
+    before=$(dmesg | wc -l)
     insmod mapdrv.ko || return 1
-    # What this load logged: from its `N pages` line on.
-    log=$(dmesg | awk '/mapdrv: [0-9]+ pages/ { buf = "" } /mapdrv: / { buf = buf $0 "\n" }
-        END { printf "%s", buf }')
+    # What this load logged.
+    log=$(dmesg | tail -n +$((before + 1)) | grep 'mapdrv: ')
     rmmod mapdrv || return 1
     case ${MAPDRV_FAULT_VMA_LOCK:-}:$log in
         1:*"no VM_OPS_FAULT_VMA_LOCK"*) fail "the fallback, in a kernel with the flag: $log" ;;

@@ -179,7 +179,9 @@ fn vmstat(name: &str) -> Result<Option<u64>, String> {
 }
 
 /// The faults are served under the per-VMA lock: none is refused there and retried under
-/// `mmap_lock` (the driver's VMA operations have `map_pages`, see rust/vm_ops.rs).
+/// `mmap_lock`. The driver's VMA operations set `VM_OPS_FAULT_VMA_LOCK` where the kernel has
+/// it (the C patch of patches/), and have a `map_pages` that maps nothing where it has not
+/// (see rust/vm_ops.rs); in our kernels this checks the C patch.
 pub(crate) fn faults_under_vma_lock(ctx: &Ctx) -> TestResult {
     let (Some(retry0), Some(ok0)) = (vmstat("vma_lock_retry")?, vmstat("vma_lock_success")?) else {
         return skipped("the kernel has no CONFIG_PER_VMA_LOCK_STATS");
