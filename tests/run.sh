@@ -177,6 +177,10 @@ fault_vma_lock_flag() {
     # What this load logged.
     log=$(dmesg | tail -n +$((before + 1)) | grep 'mapdrv: ')
     rmmod mapdrv || return 1
+    case $log in
+        *"mapdrv: 16 pages ("*) ;;
+        *) fail "the load's lines are not in dmesg: '$log'"; return 1 ;;
+    esac
     case ${MAPDRV_FAULT_VMA_LOCK:-}:$log in
         1:*"no VM_OPS_FAULT_VMA_LOCK"*) fail "the fallback, in a kernel with the flag: $log" ;;
         0:*"no VM_OPS_FAULT_VMA_LOCK"*) echo "# the kernel has no VM_OPS_FAULT_VMA_LOCK: mapdrv uses the no-op map_pages" ;;
