@@ -91,6 +91,28 @@ apt_private_update() {
     apt-get "${apt_opts[@]}" -q update >&2 || die "apt-get update of $(cut -d' ' -f4 "$apt_dir/sources.list") failed"
 }
 
+# series_patches DIR: the patches of the series in DIR (patches/ or
+# patches/x86/), in order, one per line, without the cover letter (no diff).
+series_patches() {
+    local p
+    for p in "$1"/*.patch; do
+        [[ -f $p && $p != */0000-cover-letter.patch ]] && echo "$p"
+    done
+    return 0
+}
+
+# patched_files PATCH...: the files the patches change, once each, sorted.
+patched_files() { sed -n 's/^+++ b\/\([^\t]*\).*/\1/p' "$@" | sort -u; }
+
+# sgit ARGS...: git for the scratch repositories of patches/ (gen-patches,
+# check-patches): none of the user's configuration (a format.thread
+# Message-ID, a signing key, hooks, diff options would change or break the
+# series), nor a GIT_DIR of the project's own repository.
+sgit() {
+    env -u GIT_DIR -u GIT_WORK_TREE -u GIT_INDEX_FILE -u GIT_OBJECT_DIRECTORY \
+        GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 git "$@"
+}
+
 # known_early_death LOG: the console LOG shows the debug kernel's known death
 # during boot (docs/building.md): KASAN's bounds follow pgtable_l5_enabled(),
 # which reads 4-level paging while identify_boot_cpu() re-reads the CPU's
