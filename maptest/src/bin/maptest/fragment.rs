@@ -102,49 +102,74 @@ pub fn run(size: Size, release_after: Option<usize>) -> Result<(), String> {
     Ok(())
 }
 
-/// Where the kernel says whether compaction may move locked (mlock) pages.
-const COMPACT_UNEVICTABLE: &str = "/proc/sys/vm/compact_unevictable_allowed";
+/// The settings that keep compaction from undoing the fragmentation while the memory is held,
+/// each with the value it is given then: `vm.compact_unevictable_allowed` first (its presence
+/// says the kernel has compaction), then the three that wake the compaction daemon, kcompactd.
+const COMPACTION_OFF: [(&str, &str); 4] = [
+    // Compaction leaves locked pages where they are.
+    ("/proc/sys/vm/compact_unevictable_allowed", "0"),
+    // No periodic compaction: kcompactd compacts every half second while the zone's
+    // fragmentation score is above a threshold, which the fragmenter makes it.
+    ("/proc/sys/vm/compaction_proactiveness", "0"),
+    // No compaction for an allocation of a costly order (above 3) that fails because free
+    // memory is fragmented: the vmalloc's first tries are for the largest blocks (order 10
+    // down), and the first failure wakes kcompactd for that order.
+    ("/proc/sys/vm/extfrag_threshold", "1000"),
+    // No boosted watermarks: an allocation that takes a frame from a block of pages of another
+    // mobility (each of the buffer's, unmovable, from the fragmenter's movable blocks) raises
+    // them, and kswapd then wakes kcompactd to rebuild whole blocks.
+    ("/proc/sys/vm/watermark_boost_factor", "0"),
+];
 
 /// Compaction holds off the pages the fragmenter holds while it lives.
 ///
 /// A kernel with compaction (`CONFIG_COMPACTION`: distribution kernels such as Debian's; the
-/// project's guest kernels have none) moves pages in use to build free blocks when an
-/// allocation finds none of the size it asks for, as vmalloc's first tries do: it would move
-/// the held pages together and undo the fragmentation. It leaves locked pages where they are
-/// when `vm.compact_unevictable_allowed` is 0. So the held pages are locked, and that is set to
-/// 0 until they are given back; dropping this puts the old value back. (maptest aborts on a
-/// panic, without dropping: a panic here would leave the setting at 0, which keeps compaction
-/// away from locked pages only, as real-time kernels have it by default.)
+/// project's guest kernels have none) moves pages in use to build free blocks: it would move
+/// the held pages together and undo the fragmentation, and, moving other pages (the
+/// initramfs's files), build blocks that the vmalloc, which asks for the largest first, takes
+/// before the single frames. So the held pages are locked and the settings of
+/// [`COMPACTION_OFF`] are in force until they are given back; dropping this puts the old
+/// values back. (maptest aborts on a panic, without dropping: a panic here would leave them
+/// set, which changes no memory's contents, only how hard the kernel works to rebuild free
+/// blocks.)
 struct CompactionHeldOff {
-    old: Option<String>,
+    old: Vec<(&'static str, String)>,
 }
 
 impl CompactionHeldOff {
     fn new(taken: &Mapping) -> Result<Self, String> {
-        let Ok(old) = std::fs::read_to_string(COMPACT_UNEVICTABLE) else {
-            return Ok(Self { old: None });
-        };
+        let mut held = Self { old: Vec::new() };
+        if std::fs::metadata(COMPACTION_OFF[0].0).is_err() {
+            return Ok(held);
+        }
         // Only the pages present (ONFAULT): those given back stay given back.
         // SAFETY: Locking pages in memory changes no memory's contents; the range is that of
         // `taken`, a mapping of this process.
         unsafe { mlock_with(taken.addr() as *mut _, taken.len(), MlockFlags::ONFAULT) }
             .or_fail("fragment: mlock2(MLOCK_ONFAULT)")?;
-        std::fs::write(COMPACT_UNEVICTABLE, "0")
-            .or_fail(format_args!("fragment: writing 0 to {COMPACT_UNEVICTABLE}"))?;
+        for (path, value) in COMPACTION_OFF {
+            let old = std::fs::read_to_string(path).or_fail(format_args!("fragment: {path}"))?;
+            // Recorded first: a failed write is put back with the rest.
+            held.old.push((path, old));
+            std::fs::write(path, value)
+                .or_fail(format_args!("fragment: writing {value} to {path}"))?;
+        }
         println!(
             "fragment: this kernel compacts memory (it moves pages in use to make free blocks); \
-             the held pages are locked, and vm.compact_unevictable_allowed is 0 until they are \
-             given back: compaction leaves them where they are"
+             the held pages are locked, and until they are given back compaction leaves locked \
+             pages alone (vm.compact_unevictable_allowed=0) and is not started by the kernel on \
+             its own (vm.compaction_proactiveness=0, vm.extfrag_threshold=1000, \
+             vm.watermark_boost_factor=0)"
         );
-        Ok(Self { old: Some(old) })
+        Ok(held)
     }
 }
 
 impl Drop for CompactionHeldOff {
     fn drop(&mut self) {
-        if let Some(old) = self.old.take() {
-            if let Err(e) = std::fs::write(COMPACT_UNEVICTABLE, old.trim()) {
-                eprintln!("maptest: fragment: putting {COMPACT_UNEVICTABLE} back: {e}");
+        for (path, old) in self.old.drain(..).rev() {
+            if let Err(e) = std::fs::write(path, old.trim()) {
+                eprintln!("maptest: fragment: putting {path} back: {e}");
             }
         }
     }
