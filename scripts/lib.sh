@@ -140,12 +140,22 @@ transcript_hash() {
             | LC_ALL=C sort -z | xargs -0 cat; } | sha256sum | cut -c1-16)
 }
 
+# has_fault_vma_lock KDIR: whether the kernel built in KDIR has
+# VM_OPS_FAULT_VMA_LOCK (patch 1 of patches/), in its generated bindings,
+# where Kbuild looks for it too: the module then uses it rather than its
+# no-op map_pages.
+has_fault_vma_lock() {
+    grep -qw VM_OPS_FAULT_VMA_LOCK "$1/rust/bindings/bindings_generated.rs" 2>/dev/null
+}
+
 # doctest_count: how many documentation examples of the abstractions run as
 # the debug kernel's in-tree doctests (every fenced block but the `ignore`
-# ones, in rust/chrdev.rs and rust/vm_ops.rs): make test expects that many,
-# make lint the docs to say so.
+# ones, in rust/chrdev.rs and rust/vm_ops.rs, and those the series adds to
+# the kernel's miscdevice.rs): make test expects that many, make lint the
+# docs to say so.
 doctest_count() {
-    cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs \
+    { cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs
+      sed -n 's/^+//p' "$MAPDRV_ROOT"/upstream/rust-miscdevice-mmap-prepare.diff; } \
         | awk '/^[ \t]*\/\/[\/!] ```$/ { plain++ } /^[ \t]*\/\/[\/!] ```ignore/ { ignored++ }
                END { print (plain - ignored) / 2 }'
 }

@@ -29,7 +29,7 @@ part1="guest_is_smp every_test_in_a_part modinfo_complete load_unload taints_onl
 part2="reload_cycles kobject_release_clean error_paths_clean device_contract fault_around stress fuzz kmemleak_clean"
 part3="pagewalk_matches_kernel pagewalk_levels pagewalk_zones layout_allocations_in_their_regions
  maps_annotated struct_page_arithmetic process_frames_match_kernel pagewalk_no_addresses_in_log fragmented_buffer_is_scattered
- fault_around_across_page_tables kunit_results doctest_results kmemleak_clean"
+ fault_around_across_page_tables misc_sample_maps_vmalloc_buffer kunit_results doctest_results kmemleak_clean"
 if [ "${1:-}" = --part ]; then
     # shellcheck disable=SC2086 # a part is a list of words
     case ${2:-} in
@@ -727,6 +727,22 @@ fragmented_buffer_is_scattered() {
     [ "$runs" -ge $min ] || fail "the 32768 pages sit in only $runs contiguous runs (at least $min expected; $(grep -E '^(compact_stall|compact_daemon_wake|pgmigrate_success) ' /proc/vmstat | tr '\n' ' '))" || return 1
 }
 
+misc_sample_maps_vmalloc_buffer() {
+    # The series' sample (patches/: samples/rust/rust_misc_vmalloc.rs), built
+    # into the debug kernel: a misc device whose fault handler maps a vmalloc
+    # buffer page by page, through the same abstractions as mapdrv. mapsample
+    # maps it: pages mapped only when touched, their contents, the refusals,
+    # a buffer per open file, the mapping outliving the file.
+    dev=/dev/rust-misc-vmalloc
+    if [ ! -c $dev ]; then
+        [ "${MAPDRV_REQUIRE_KUNIT:-}" = 1 ] && { fail "no $dev: the debug kernel lacks the series' sample"; return 1; }
+        echo "skip: no rust_misc_vmalloc sample in this kernel (the series' patches/ are not in it)"
+        return 0
+    fi
+    out=$(./mapsample $dev 2>&1) || fail "mapsample: $(echo "$out" | tail -n 1)" || return 1
+    [ "$(echo "$out" | grep -c '^ok: ')" = 6 ] || fail "mapsample: $(echo "$out" | grep -c '^ok: ') checks, expected 6" || return 1
+}
+
 pagewalk_no_addresses_in_log() {
     # Kernel addresses belong in the root-only debugfs file, never in the log.
     insmod mapdrv.ko || return 1
@@ -780,7 +796,8 @@ kunit_suite() { # suite-name
 doctest_results() {
     # Not a test itself: the debug kernel carries the abstractions in its tree
     # (patches/), and their documentation examples ran as the built-in KUnit
-    # suite rust_doctests_kernel at boot; each of ours becomes a line here.
+    # suite rust_doctests_kernel at boot (with the one the series adds to
+    # miscdevice.rs); each of ours becomes a line here.
     # MAPDRV_DOCTESTS is how many examples the sources have.
     results=/sys/kernel/debug/kunit/rust_doctests_kernel/results
     if [ ! -f $results ]; then
@@ -795,9 +812,9 @@ doctest_results() {
     while IFS= read -r line; do
         # shellcheck disable=SC2086 # `set -- $line` splits a result into its fields
         case $line in
-            "    ok "*_chrdev_rs_*|"    ok "*_mm_vm_ops_rs_*)
+            "    ok "*_chrdev_rs_*|"    ok "*_mm_vm_ops_rs_*|"    ok "*_miscdevice_rs_*)
                 set -- $line; ok "doctest_${3#rust_doctest_kernel_}"; cases=$((cases + 1)) ;;
-            "    not ok "*_chrdev_rs_*|"    not ok "*_mm_vm_ops_rs_*)
+            "    not ok "*_chrdev_rs_*|"    not ok "*_mm_vm_ops_rs_*|"    not ok "*_miscdevice_rs_*)
                 set -- $line; notok "doctest_${4#rust_doctest_kernel_}" "doctest failed (see dmesg)"; cases=$((cases + 1)) ;;
         esac
     done < $results
@@ -982,6 +999,7 @@ t pagewalk_no_addresses_in_log
 t struct_page_arithmetic
 t process_frames_match_kernel
 t fragmented_buffer_is_scattered
+t misc_sample_maps_vmalloc_buffer
 t fault_around_across_page_tables
 want kunit_results && timed kunit_results kunit_results
 want doctest_results && timed doctest_results doctest_results
