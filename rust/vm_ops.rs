@@ -51,9 +51,9 @@
 //!
 //! A kernel without `VM_OPS_FAULT_VMA_LOCK` (one without the series of `patches/`) only lets
 //! `fault` run under the per-VMA lock for operations that have a `map_pages`. Built for such a
-//! kernel (Kbuild looks for the flag in its `<linux/mm.h>`), the table has a `map_pages` that maps
-//! nothing, and a read fault pays for the `do_fault_around()` that calls it: a page table
-//! preallocation and an RCU read section, for nothing.
+//! kernel (Kbuild looks for the flag in its generated bindings), the table has a `map_pages`
+//! that maps nothing, and a read fault pays for the `do_fault_around()` that calls it: a page
+//! table preallocation and an RCU read section, for nothing.
 // END out-of-tree fallback
 //!
 //! # Lifetimes
@@ -1299,7 +1299,8 @@ pub struct VmAreaDesc<'a, M> {
 impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// Wraps the description given to an `mmap_prepare` hook.
     ///
-    /// For the file operations of a device abstraction, like [`crate::chrdev`]'s.
+    /// For the `mmap_prepare` of a device abstraction's file operations (a misc device's, a char
+    /// device's).
     ///
     /// # Examples
     ///
@@ -1593,7 +1594,10 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
         let data: *const V = &*data;
         // SAFETY: By the type invariants the description is ours. The kernel copies both fields
         // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference to `data`,
-        // which is valid until then because it is borrowed for `'a`.
+        // which is valid until then because it is borrowed for `'a`. `mapped` runs for every
+        // VMA made from the description because nothing here sets an `mmap_action`: a failed
+        // action would unmap the VMA before `mapped`, and `close` would drop a reference never
+        // taken.
         unsafe {
             (*self.raw()).vm_ops = &VmOpsTable::<V>::VTABLE;
             (*self.raw()).private_data = data.cast_mut().cast();

@@ -164,3 +164,7 @@ doctest_count() {
 # (```ignore,compile_fail blocks): scripts/compile-fail builds them, make lint
 # counts them.
 MAPDRV_MISUSE_FILES=(rust/chrdev.rs rust/vm_ops.rs rust/vmalloc_buffer.rs)
+# And the files of the kernel's own that the series changes, by the diffs in
+# upstream/ that hold such examples: their added lines (the kernel's file
+# named by the diff).
+MAPDRV_MISUSE_DIFFS=(upstream/rust-miscdevice-mmap-prepare.diff)

@@ -21,7 +21,9 @@ const PAGES: usize = 16;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "/dev/rust-misc-vmalloc".into());
+    let path = args
+        .next()
+        .unwrap_or_else(|| "/dev/rust-misc-vmalloc".into());
     if path.starts_with('-') || args.next().is_some() {
         eprintln!("usage: mapsample [DEVICE]");
         return ExitCode::from(2);
@@ -71,7 +73,9 @@ fn run(path: &str) -> Result<(), String> {
     let seen = resident(&map)?;
     let want: String = (0..PAGES).map(|i| if i == 5 { '#' } else { '.' }).collect();
     if seen != want {
-        return Err(format!("after touching page 5, mapped: {seen} (expected {want})"));
+        return Err(format!(
+            "after touching page 5, mapped: {seen} (expected {want})"
+        ));
     }
     println!("ok: no page mapped until touched; touching page 5 mapped it alone ({seen})");
 
@@ -82,7 +86,10 @@ fn run(path: &str) -> Result<(), String> {
     for off in 0..PAGES * PAGE_SIZE {
         let (got, want) = (map.read(off), (off / PAGE_SIZE) as u8);
         if got != want {
-            return Err(format!("byte {off} (page {}) is {got}, expected {want}", off / PAGE_SIZE));
+            return Err(format!(
+                "byte {off} (page {}) is {got}, expected {want}",
+                off / PAGE_SIZE
+            ));
         }
     }
     println!("ok: all {PAGES} pages read back through the mapping, every byte of page i being i");
@@ -96,15 +103,25 @@ fn run(path: &str) -> Result<(), String> {
     println!("ok: a mapping from page 3 shows pages 3 and 4");
 
     // Refused: past the buffer (EINVAL), executable (EPERM), made executable later (EACCES).
-    let refused = |what: &str, offset: u64, pages: usize, opts: MapOptions, errno: i32| {
-        match Mapping::new(&file, offset, pages * PAGE_SIZE, opts) {
+    let refused =
+        |what: &str, offset: u64, pages: usize, opts: MapOptions, errno: i32| match Mapping::new(
+            &file,
+            offset,
+            pages * PAGE_SIZE,
+            opts,
+        ) {
             Ok(_) => Err(format!("{what}: mmap succeeded")),
             Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
             Err(e) => Err(format!("{what}: {e}, expected errno {errno}")),
-        }
-    };
+        };
     refused("17 pages", 0, PAGES + 1, shared(false), libc::EINVAL)?;
-    refused("page 16", (PAGES * PAGE_SIZE) as u64, 1, shared(false), libc::EINVAL)?;
+    refused(
+        "page 16",
+        (PAGES * PAGE_SIZE) as u64,
+        1,
+        shared(false),
+        libc::EINVAL,
+    )?;
     let exec = MapOptions {
         exec: true,
         ..MapOptions::default()
@@ -114,7 +131,17 @@ fn run(path: &str) -> Result<(), String> {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
         other => return Err(format!("mprotect(PROT_EXEC): {other:?}, expected EACCES")),
     }
-    println!("ok: refused: a mapping past the buffer (EINVAL), PROT_EXEC (EPERM), mprotect to PROT_EXEC (EACCES)");
+    // Grown by mremap() past its pages: EFAULT, the kernel's answer for a VM_DONTEXPAND area,
+    // checked before anything that depends on the address space around it.
+    let mut short = Mapping::new(&file, 0, PAGE_SIZE, shared(false)).or_fail("mmap of page 0")?;
+    match short.remap(2 * PAGE_SIZE) {
+        Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {}
+        other => return Err(format!("mremap to 2 pages: {other:?}, expected EFAULT")),
+    }
+    println!(
+        "ok: refused: a mapping past the buffer (EINVAL), PROT_EXEC (EPERM), mprotect to \
+         PROT_EXEC (EACCES), mremap to grow (EFAULT)"
+    );
 
     // Each open file has a buffer of its own; its mappings share it.
     let writer = Mapping::new(&file, 0, PAGE_SIZE, shared(true)).or_fail("mmap, writable")?;
@@ -123,19 +150,26 @@ fn run(path: &str) -> Result<(), String> {
         return Err("a write through one mapping is not seen by another of the same file".into());
     }
     let other = open(path)?;
-    let theirs = Mapping::new(&other, 0, PAGE_SIZE, shared(false)).or_fail("mmap of a second open")?;
+    let theirs =
+        Mapping::new(&other, 0, PAGE_SIZE, shared(false)).or_fail("mmap of a second open")?;
     if theirs.read(7) != 0 {
         return Err("another open file's buffer shows this one's write".into());
     }
     println!("ok: mappings of one open file share its buffer; another open file has its own");
 
-    // The mapping keeps the buffer after the file is closed.
-    drop(file);
-    drop(window);
-    drop(writer);
-    if map.read(7) != 0xaa || map.read(PAGES * PAGE_SIZE - 1) != (PAGES - 1) as u8 {
-        return Err("after close(), the mapping no longer shows the buffer".into());
+    // A mapping keeps the buffer after the file is closed: pages not touched before close()
+    // are faulted in after it, from the same buffer.
+    let late = Mapping::new(&file, 0, PAGES * PAGE_SIZE, shared(false)).or_fail("mmap")?;
+    drop((file, window, writer, short, map));
+    let seen = resident(&late)?;
+    if seen != none {
+        return Err(format!(
+            "pages of a new mapping mapped before any touch: {seen}"
+        ));
     }
-    println!("ok: after close(), the mapping still shows the buffer");
+    if late.read(7) != 0xaa || late.read(PAGES * PAGE_SIZE - 1) != (PAGES - 1) as u8 {
+        return Err("after close(), a mapping no longer shows the buffer".into());
+    }
+    println!("ok: after close() and the other mappings' munmap(), a mapping faults the buffer in");
     Ok(())
 }
