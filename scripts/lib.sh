@@ -148,14 +148,22 @@ has_fault_vma_lock() {
     grep -qw VM_OPS_FAULT_VMA_LOCK "$1/rust/bindings/bindings_generated.rs" 2>/dev/null
 }
 
+# The diffs in upstream/ that document items the series adds to the kernel's
+# own files (MiscDevice::mmap_prepare): their examples run as in-tree
+# doctests (scripts/build-kernel builds those files' examples), and their
+# misuses are built by scripts/compile-fail, as those of rust/.
+MAPDRV_DOC_DIFFS=(upstream/rust-miscdevice-mmap-prepare.diff)
+
+# added_lines DIFF...: the lines the diffs add, without their +++ headers.
+added_lines() { sed -n '/^+++ /d; s/^+//p' "$@"; }
+
 # doctest_count: how many documentation examples of the abstractions run as
 # the debug kernel's in-tree doctests (every fenced block but the `ignore`
-# ones, in rust/chrdev.rs and rust/vm_ops.rs, and those the series adds to
-# the kernel's miscdevice.rs): make test expects that many, make lint the
-# docs to say so.
+# ones, in rust/chrdev.rs and rust/vm_ops.rs, and those MAPDRV_DOC_DIFFS
+# add): make test expects that many, make lint the docs to say so.
 doctest_count() {
     { cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs
-      sed -n 's/^+//p' "$MAPDRV_ROOT"/upstream/rust-miscdevice-mmap-prepare.diff; } \
+      added_lines "${MAPDRV_DOC_DIFFS[@]/#/$MAPDRV_ROOT/}"; } \
         | awk '/^[ \t]*\/\/[\/!] ```$/ { plain++ } /^[ \t]*\/\/[\/!] ```ignore/ { ignored++ }
                END { print (plain - ignored) / 2 }'
 }
@@ -163,8 +171,5 @@ doctest_count() {
 # The abstractions whose documentation holds misuses that must not compile
 # (```ignore,compile_fail blocks): scripts/compile-fail builds them, make lint
 # counts them.
+# (And those MAPDRV_DOC_DIFFS add.)
 MAPDRV_MISUSE_FILES=(rust/chrdev.rs rust/vm_ops.rs rust/vmalloc_buffer.rs)
-# And the files of the kernel's own that the series changes, by the diffs in
-# upstream/ that hold such examples: their added lines (the kernel's file
-# named by the diff).
-MAPDRV_MISUSE_DIFFS=(upstream/rust-miscdevice-mmap-prepare.diff)
