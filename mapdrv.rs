@@ -387,7 +387,7 @@ impl CharDevice for MapFile {
 
         // Nothing is mapped yet: every page waits for its first fault. The VMA takes its
         // reference to `shared` once the kernel has made it (`VmOperations::mapped`).
-        desc.set_vm_ops(shared);
+        desc.set_vm_ops::<Shared>(shared);
         Ok(())
     }
     // ANCHOR_END: mmap_prepare
@@ -399,6 +399,8 @@ impl CharDevice for MapFile {
 
 #[vtable]
 impl VmOperations for Shared {
+    type Ptr = Arc<Self>;
+
     fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
         this.stats.mappings.add(1, Relaxed);
         Ok(())
@@ -418,7 +420,7 @@ impl VmOperations for Shared {
     /// and map it at the faulting address; with `fault_around` > 1, map the block of pages
     /// around it too.
     #[inline]
-    fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    fn fault<'f>(this: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
         if this.fault_around > 1 {
             return this.fault_around(vmf);
         }

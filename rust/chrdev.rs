@@ -492,7 +492,12 @@ pub trait CharDevice: Sized {
     ///
     /// #[vtable]
     /// impl VmOperations for OnePage {
-    ///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     type Ptr = Arc<Self>;
+    ///
+    ///     fn fault<'f>(
+    ///         this: ArcBorrow<'_, Self>,
+    ///         vmf: &'f VmFault,
+    ///     ) -> Result<Mapped<'f>, FaultError> {
     ///         match vmf.pgoff() {
     ///             0 => vmf.insert_page(&this.0),
     ///             _ => Err(FaultError::SigBus),
@@ -518,7 +523,7 @@ pub trait CharDevice: Sized {
     ///             return Err(EINVAL);
     ///         }
     ///         desc.set_mixedmap();
-    ///         desc.set_vm_ops(device);
+    ///         desc.set_vm_ops::<OnePage>(device);
     ///         Ok(())
     ///     }
     /// }
@@ -528,7 +533,7 @@ pub trait CharDevice: Sized {
     /// its code loaded while a VMA uses them:
     ///
     /// ```ignore,compile_fail
-    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
     ///
     /// struct Elsewhere;
@@ -543,14 +548,15 @@ pub trait CharDevice: Sized {
     /// #[vtable]
     /// impl VmOperations for Foreign {
     ///     type OwnerModule = Elsewhere;
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     type Ptr = Arc<Self>;
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
     ///
     /// // A description of a file of this module's, and another module's operations.
     /// fn prepare<'a>(desc: &mut VmAreaDesc<'a, crate::LocalModule>, ops: ArcBorrow<'a, Foreign>) {
-    ///     desc.set_vm_ops(ops); // error[E0271]
+    ///     desc.set_vm_ops::<Foreign>(ops); // error[E0271]
     /// }
     /// ```
     fn mmap_prepare<'a>(

@@ -70,15 +70,20 @@
 //!
 //! ```
 //! use core::ptr::NonNull;
-//! use kernel::{alloc::allocator::Vmalloc, page::PAGE_SIZE, prelude::*, sync::Arc};
-//! use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+//! use kernel::{alloc::allocator::Vmalloc, page::PAGE_SIZE, prelude::*};
+//! use kernel::{mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations}, sync::{Arc, ArcBorrow}};
 //!
 //! /// One page of vmalloc memory, shown to every process that maps it.
 //! struct OnePage(VVec<u8>);
 //!
 //! #[vtable]
 //! impl VmOperations for OnePage {
-//!     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+//!     type Ptr = Arc<Self>;
+//!
+//!     fn fault<'f>(
+//!         this: ArcBorrow<'_, Self>,
+//!         vmf: &'f VmFault,
+//!     ) -> Result<Mapped<'f>, FaultError> {
 //!         if vmf.pgoff() != 0 {
 //!             return Err(FaultError::SigBus);
 //!         }
@@ -103,8 +108,11 @@ use kernel::{
     mm::virt::VmaRef,
     page::{BorrowedPage, Page},
     prelude::*,
-    sync::{Arc, ArcBorrow},
-    types::Opaque,
+    sync::{
+        aref::{ARef, AlwaysRefCounted},
+        Arc, ArcBorrow,
+    },
+    types::{ForeignOwnable, Opaque},
     ModuleMetadata,
 };
 
@@ -213,14 +221,19 @@ impl FaultError {
 /// it, so a proof cannot be kept and returned by a later fault:
 ///
 /// ```ignore,compile_fail
-/// use kernel::{prelude::*, sync::SpinLock};
+/// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Cheat(Option<Mapped<'static>>);
 ///
 /// #[vtable]
 /// impl VmOperations for Cheat {
-///     fn fault<'f>(_this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     type Ptr = Arc<Self>;
+///
+///     fn fault<'f>(
+///         _this: ArcBorrow<'_, Self>,
+///         vmf: &'f VmFault,
+///     ) -> Result<Mapped<'f>, FaultError> {
 ///         let page = kernel::page::Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let proof = vmf.insert_page(&page)?;
 ///         let kept: Mapped<'static> = proof;
@@ -232,14 +245,19 @@ impl FaultError {
 /// # Examples
 ///
 /// ```
-/// use kernel::{page::Page, prelude::*};
+/// use kernel::{page::Page, prelude::*, sync::{Arc, ArcBorrow}};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Counted(kernel::sync::atomic::Atomic<u64>);
 ///
 /// #[vtable]
 /// impl VmOperations for Counted {
-///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     type Ptr = Arc<Self>;
+///
+///     fn fault<'f>(
+///         this: ArcBorrow<'_, Self>,
+///         vmf: &'f VmFault,
+///     ) -> Result<Mapped<'f>, FaultError> {
 ///         let page = Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let mapped = vmf.insert_page(&page)?;
 ///         // Count only the faults that installed the entry, not those that lost a race.
@@ -778,14 +796,16 @@ impl VmFault {
 /// it. Either way the result is a process that faults again, never memory unsafety.)
 ///
 /// ```ignore,compile_fail
-/// use kernel::{page::{Page, PAGE_SIZE}, prelude::*};
+/// use kernel::{page::{Page, PAGE_SIZE}, prelude::*, sync::{Arc, ArcBorrow}};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Undo;
 ///
 /// #[vtable]
 /// impl VmOperations for Undo {
-///     fn fault<'f>(_: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     type Ptr = Arc<Self>;
+///
+///     fn fault<'f>(_: ArcBorrow<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         let page = Page::alloc_page(GFP_KERNEL).map_err(|_| FaultError::Oom)?;
 ///         let mapped = vmf.insert_page(&page)?;
 ///         vmf.vma().zap_vma_range(vmf.address(), PAGE_SIZE); // error[E0599]
@@ -957,18 +977,20 @@ impl FaultWindow<'_> {
 /// be a lie, and `ARef::from` of it would take a reference on a dying `mm`:
 ///
 /// ```ignore,compile_fail
-/// use kernel::{prelude::*, sync::{aref::ARef, ArcBorrow}};
+/// use kernel::{prelude::*, sync::{aref::ARef, Arc, ArcBorrow}};
 /// use kernel::mm::vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct KeepsMm;
 ///
 /// #[vtable]
 /// impl VmOperations for KeepsMm {
+///     type Ptr = Arc<Self>;
+///
 ///     fn close(_this: ArcBorrow<'_, Self>, vma: &ClosingVma) {
 ///         let _mm = ARef::from(vma.mm()); // error[E0599]
 ///     }
 ///
-///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         Err(FaultError::SigBus)
 ///     }
 /// }
@@ -1071,19 +1093,134 @@ impl ClosingVma {
     }
 }
 
-/// Operations of a VMA, with shared data of type `Self` that every VMA holds a reference to.
+/// A pointer type through which every VMA holds its own reference to the shared data of its
+/// operations ([`VmOperations::Ptr`]): [`Arc`], or [`ARef`] of a C object with its own reference
+/// count.
 ///
-/// `Self` is `'static`: the VMA keeps its reference until it is closed, however long that is.
+/// A VMA's `vm_private_data` is the pointer's [`ForeignOwnable::into_foreign`] form. The VMA
+/// takes its reference when the kernel has made it, with [`VmaPtr::acquire`] (the description
+/// that [`VmAreaDesc::set_vm_ops`] filled only borrows the data), takes another for each copy of
+/// it (`fork()`, a split, `mremap()`), and drops one as each is closed. The copies keep the
+/// original's `vm_private_data`, so every reference to one object must have the same foreign
+/// form: a pointer to the object itself, not to an allocation of the pointer's own.
+///
+/// A [`KBox`] has one owner, so it cannot be the data of a VMA and of its copies:
 ///
 /// ```ignore,compile_fail
 /// use kernel::prelude::*;
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
+///
+/// struct Boxed;
+///
+/// #[vtable]
+/// impl VmOperations for Boxed {
+///     type Ptr = KBox<Self>; // error[E0277]
+///
+///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         Err(FaultError::SigBus)
+///     }
+/// }
+/// ```
+///
+/// # Safety
+///
+/// Implementers guarantee that, for an object `x` that `Self` values point to:
+///
+/// - [`VmaPtr::acquire`] of a borrow of `x` returns a new reference to `x`, which keeps it
+///   alive until it is dropped or given to [`ForeignOwnable::from_foreign`];
+/// - [`ForeignOwnable::into_foreign`] returns the same pointer for every reference to `x`, and
+///   [`ForeignOwnable::from_foreign`] of that pointer gives back one reference (the one turned
+///   into it), so [`ForeignOwnable::borrow`] of it stays valid while any other reference lives.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{prelude::*, sync::Arc, types::ForeignOwnable};
+/// use kernel::mm::vm_ops::VmaPtr;
+///
+/// let a = Arc::new(42u32, GFP_KERNEL)?;
+/// let b = Arc::acquire(a.as_arc_borrow());
+/// let (pa, pb) = (a.into_foreign(), b.into_foreign());
+/// assert_eq!(pa, pb);
+/// // SAFETY: Each pointer comes from one `into_foreign` above and is given back once.
+/// let (a, b) = unsafe { (Arc::<u32>::from_foreign(pa), Arc::<u32>::from_foreign(pb)) };
+/// assert_eq!(*a + *b, 84);
+/// # Ok::<(), Error>(())
+/// ```
+pub unsafe trait VmaPtr: ForeignOwnable + Send + Sync + 'static {
+    /// A new reference to the object that `this` borrows.
+    fn acquire(this: Self::Borrowed<'_>) -> Self;
+}
+
+// SAFETY: `Arc::from` takes a new reference on the `ArcInner` that the borrow is of, and keeps
+// it alive until dropped. `Arc::into_foreign` returns the pointer to that `ArcInner`, whichever
+// reference it is given; `from_foreign` takes one reference back; `borrow` is valid while the
+// count is not zero.
+unsafe impl<T: Send + Sync + 'static> VmaPtr for Arc<T> {
+    #[inline]
+    fn acquire(this: ArcBorrow<'_, T>) -> Self {
+        Arc::from(this)
+    }
+}
+
+// SAFETY: `ARef::from` increments the object's own reference count, which keeps it alive until
+// dropped. `ARef::into_foreign` returns the pointer to the object itself, whichever reference
+// it is given; `from_foreign` takes one reference back; `borrow` is valid while the count is not
+// zero.
+unsafe impl<T: AlwaysRefCounted + Send + Sync + 'static> VmaPtr for ARef<T> {
+    #[inline]
+    fn acquire(this: &T) -> Self {
+        ARef::from(this)
+    }
+}
+
+/// The shared data of a VMA with `T`'s operations, as its callbacks get it: for `Ptr` an
+/// [`Arc<X>`], an [`ArcBorrow<'a, X>`].
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations, VmaData};
+///
+/// struct Ops(u32);
+///
+/// #[vtable]
+/// impl VmOperations for Ops {
+///     type Ptr = Arc<Self>;
+///
+///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///         Err(FaultError::SigBus)
+///     }
+/// }
+///
+/// /// The same type, under two names.
+/// fn borrowed(data: VmaData<'_, Ops>) -> ArcBorrow<'_, Ops> {
+///     data
+/// }
+///
+/// let ops = Arc::new(Ops(7), GFP_KERNEL)?;
+/// assert_eq!(borrowed(ops.as_arc_borrow()).0, 7);
+/// # Ok::<(), Error>(())
+/// ```
+pub type VmaData<'a, T> = <<T as VmOperations>::Ptr as ForeignOwnable>::Borrowed<'a>;
+
+/// Operations of a VMA, with shared data that every VMA holds a reference to, through a
+/// [`VmaPtr`] (`Ptr`, typically `Arc<Self>`).
+///
+/// The data is `'static`: the VMA keeps its reference until it is closed, however long that is.
+///
+/// ```ignore,compile_fail
+/// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
 /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
 ///
 /// struct Borrowing<'a>(&'a [u8]);
 ///
 /// #[vtable]
 /// impl<'a> VmOperations for Borrowing<'a> { // error[E0478], error[E0803]
-///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     type Ptr = Arc<Self>; // error[E0477]
+///
+///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
 ///         Err(FaultError::SigBus)
 ///     }
 /// }
@@ -1103,6 +1240,8 @@ impl ClosingVma {
 ///
 /// #[vtable]
 /// impl VmOperations for ZeroPage {
+///     type Ptr = Arc<Self>;
+///
 ///     fn mapped(this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
 ///         this.vmas.add(1, Relaxed);
 ///         Ok(())
@@ -1116,7 +1255,10 @@ impl ClosingVma {
 ///         this.vmas.fetch_sub(1, Relaxed);
 ///     }
 ///
-///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     fn fault<'f>(
+///         this: ArcBorrow<'_, Self>,
+///         vmf: &'f VmFault,
+///     ) -> Result<Mapped<'f>, FaultError> {
 ///         if vmf.pgoff() != 0 {
 ///             return Err(FaultError::SigBus);
 ///         }
@@ -1132,7 +1274,11 @@ impl ClosingVma {
 /// # Ok::<(), Error>(())
 /// ```
 #[vtable]
-pub trait VmOperations: Send + Sync + Sized + 'static {
+pub trait VmOperations: Sized + 'static {
+    /// The pointer type through which every VMA holds the shared data: `Arc<Self>`, say, or
+    /// [`ARef`] of a C object.
+    type Ptr: VmaPtr;
+
     /// A VMA with these operations was established by `mmap(2)`, over the user addresses
     /// `start..end`, mapping the file from page `pgoff` on. It holds a reference to `this` from
     /// now on. Not called when the new range was merged into an existing VMA, which already
@@ -1147,7 +1293,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// # Examples
     ///
     /// ```
-    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
     ///
     /// /// Mappings of the file's first 16 pages only.
@@ -1155,6 +1301,8 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///
     /// #[vtable]
     /// impl VmOperations for Logged {
+    ///     type Ptr = Arc<Self>;
+    ///
     ///     fn mapped(_: ArcBorrow<'_, Self>, start: usize, end: usize, pgoff: usize) -> Result {
     ///         pr_debug!("{start:#x}..{end:#x} maps the file from page {pgoff}\n");
     ///         if pgoff + (end - start) / kernel::page::PAGE_SIZE > 16 {
@@ -1163,12 +1311,12 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///         Ok(())
     ///     }
     ///
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
     /// ```
-    fn mapped(_this: ArcBorrow<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
+    fn mapped(_this: VmaData<'_, Self>, _start: usize, _end: usize, _pgoff: usize) -> Result {
         Ok(())
     }
 
@@ -1178,24 +1326,26 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// # Examples
     ///
     /// ```
-    /// use kernel::{mm::virt::VmaRef, prelude::*, sync::ArcBorrow};
+    /// use kernel::{mm::virt::VmaRef, prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
     ///
     /// struct Copied;
     ///
     /// #[vtable]
     /// impl VmOperations for Copied {
+    ///     type Ptr = Arc<Self>;
+    ///
     ///     fn open(_this: ArcBorrow<'_, Self>, vma: &VmaRef) {
     ///         let (start, end) = (vma.start(), vma.end());
     ///         pr_debug!("a copy at {start:#x}..{end:#x} (fork, split or mremap)\n");
     ///     }
     ///
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
     /// ```
-    fn open(_this: ArcBorrow<'_, Self>, _vma: &VmaRef) {}
+    fn open(_this: VmaData<'_, Self>, _vma: &VmaRef) {}
 
     /// A VMA with these operations is going away (`munmap()`, exit, or the old range of
     /// `mremap()`); `vma` says what it was (see [`ClosingVma`]).
@@ -1203,30 +1353,32 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     /// # Examples
     ///
     /// ```
-    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations};
     ///
     /// struct Closed;
     ///
     /// #[vtable]
     /// impl VmOperations for Closed {
+    ///     type Ptr = Arc<Self>;
+    ///
     ///     fn close(_this: ArcBorrow<'_, Self>, vma: &ClosingVma) {
     ///         pr_debug!("{:#x}..{:#x} unmapped\n", vma.start(), vma.end());
     ///     }
     ///
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
     /// ```
-    fn close(_this: ArcBorrow<'_, Self>, _vma: &ClosingVma) {}
+    fn close(_this: VmaData<'_, Self>, _vma: &ClosingVma) {}
 
     /// Resolves a fault on an address of the VMA that has no page table entry.
     ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{page::Page, prelude::*};
+    /// use kernel::{page::Page, prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault, VmOperations};
     ///
     /// /// Two pages; a fault past them is the process's error.
@@ -1234,13 +1386,18 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
     ///
     /// #[vtable]
     /// impl VmOperations for TwoPages {
-    ///     fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     type Ptr = Arc<Self>;
+    ///
+    ///     fn fault<'f>(
+    ///         this: ArcBorrow<'_, Self>,
+    ///         vmf: &'f VmFault,
+    ///     ) -> Result<Mapped<'f>, FaultError> {
     ///         let page = this.0.get(vmf.pgoff()).ok_or(FaultError::SigBus)?;
     ///         vmf.insert_page(page)
     ///     }
     /// }
     /// ```
-    fn fault<'f>(this: &Self, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
+    fn fault<'f>(this: VmaData<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
 }
 
 /// A mapping about to be made: the kernel's `struct vm_area_desc`, as given to a file's
@@ -1262,13 +1419,13 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
 /// # Examples
 ///
 /// ```
-/// use kernel::{prelude::*, sync::ArcBorrow};
-/// use kernel::mm::vm_ops::{VmAreaDesc, VmOperations};
+/// use kernel::prelude::*;
+/// use kernel::mm::vm_ops::{VmAreaDesc, VmOperations, VmaData};
 ///
-/// /// Checks a request for `pages` pages of a device, and installs `ops`.
+/// /// Checks a request for `pages` pages of a device, and installs `V`'s operations.
 /// fn prepare<'a, M, V>(
 ///     desc: &mut VmAreaDesc<'a, M>,
-///     ops: ArcBorrow<'a, V>,
+///     data: VmaData<'a, V>,
 ///     pages: usize,
 /// ) -> Result
 /// where
@@ -1285,7 +1442,7 @@ pub trait VmOperations: Send + Sync + Sized + 'static {
 ///     }
 ///     desc.set_dontexpand();
 ///     desc.set_mixedmap();
-///     desc.set_vm_ops(ops);
+///     desc.set_vm_ops::<V>(data);
 ///     Ok(())
 /// }
 /// ```
@@ -1546,35 +1703,42 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// drops:
     ///
     /// ```ignore,compile_fail
-    /// use kernel::{prelude::*, sync::Arc};
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
     ///
     /// struct Ops;
     /// #[vtable]
     /// impl VmOperations for Ops {
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     type Ptr = Arc<Self>;
+    ///
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
     ///
     /// fn prepare<'a>(desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>) -> Result {
     ///     let ops = Arc::new(Ops, GFP_KERNEL)?;
-    ///     desc.set_vm_ops(ops.as_arc_borrow()); // error[E0597]
+    ///     desc.set_vm_ops::<Ops>(ops.as_arc_borrow()); // error[E0597]
     ///     Ok(())
     /// }
     /// ```
     ///
+    /// `V` is named (`set_vm_ops::<V>`): the operations and the data are different types when
+    /// `V::Ptr` is not `Arc<V>`.
+    ///
     /// # Examples
     ///
     /// ```
-    /// use kernel::{prelude::*, sync::ArcBorrow};
+    /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
     ///
     /// struct Ops;
     ///
     /// #[vtable]
     /// impl VmOperations for Ops {
-    ///     fn fault<'f>(_: &Self, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+    ///     type Ptr = Arc<Self>;
+    ///
+    ///     fn fault<'f>(_: ArcBorrow<'_, Self>, _: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
     ///         Err(FaultError::SigBus)
     ///     }
     /// }
@@ -1584,23 +1748,27 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     ///     desc: &mut VmAreaDesc<'a, <Ops as VmOperations>::OwnerModule>,
     ///     ops: ArcBorrow<'a, Ops>,
     /// ) {
-    ///     desc.set_vm_ops(ops);
+    ///     desc.set_vm_ops::<Ops>(ops);
     /// }
     /// ```
-    pub fn set_vm_ops<V>(&mut self, data: ArcBorrow<'a, V>)
+    pub fn set_vm_ops<V>(&mut self, data: VmaData<'a, V>)
     where
         V: VmOperations<OwnerModule = M>,
     {
-        let data: *const V = &*data;
+        // The foreign form of the data, which every reference to it shares (`VmaPtr`'s safety
+        // requirements), learnt from a reference taken and dropped again: nothing is kept.
+        let foreign = V::Ptr::acquire(data).into_foreign();
+        // SAFETY: `foreign` came from `into_foreign` just above, and is given back once.
+        drop(unsafe { V::Ptr::from_foreign(foreign) });
         // SAFETY: By the type invariants the description is ours. The kernel copies both fields
-        // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference to `data`,
-        // which is valid until then because it is borrowed for `'a`. `mapped` runs for every
-        // VMA made from the description because nothing here sets an `mmap_action`: a failed
-        // action would unmap the VMA before `mapped`, and `close` would drop a reference never
-        // taken.
+        // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference through
+        // `foreign`, which stays valid until then because `data` is borrowed for `'a`, and every
+        // reference to it has that foreign form. `mapped` runs for every VMA made from the
+        // description because nothing here sets an `mmap_action`: a failed action would unmap
+        // the VMA before `mapped`, and `close` would drop a reference never taken.
         unsafe {
             (*self.raw()).vm_ops = &VmOpsTable::<V>::VTABLE;
-            (*self.raw()).private_data = data.cast_mut().cast();
+            (*self.raw()).private_data = foreign;
         }
     }
 }
@@ -1611,11 +1779,26 @@ struct VmOpsTable<T: VmOperations>(PhantomData<T>);
 impl<T: VmOperations> VmOpsTable<T> {
     /// # Safety
     ///
-    /// `ptr` must be the `vm_private_data` of a VMA with these operations (a pointer to the `T`
-    /// of an [`Arc`]) that holds its reference for at least `'a`.
-    unsafe fn data<'a>(ptr: *mut c_void) -> ArcBorrow<'a, T> {
-        // SAFETY: The caller guarantees that `ptr` points into a live `Arc<T>` for `'a`.
-        unsafe { ArcBorrow::from_raw(ptr.cast::<T>()) }
+    /// `ptr` must be the `vm_private_data` of a VMA with these operations (the foreign form of
+    /// a `T::Ptr`) while some reference to its data lives for at least `'a`.
+    #[inline]
+    unsafe fn data<'a>(ptr: *mut c_void) -> VmaData<'a, T> {
+        // SAFETY: The caller guarantees that `ptr` is the foreign form of a live `T::Ptr`, which
+        // any reference to the data keeps valid to borrow (`VmaPtr`'s safety requirements).
+        unsafe { T::Ptr::borrow(ptr) }
+    }
+
+    /// Takes a reference to the data at `ptr` for a VMA, which keeps it in `vm_private_data`
+    /// and drops it in `close`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::data`], for the duration of the call.
+    unsafe fn take_reference(ptr: *mut c_void) {
+        // SAFETY: The caller guarantees that `ptr` may be borrowed during the call.
+        let reference = T::Ptr::acquire(unsafe { Self::data(ptr) });
+        // Its foreign form is `ptr` again (`VmaPtr`'s safety requirements).
+        let _ = reference.into_foreign();
     }
 
     /// # Safety
@@ -1630,13 +1813,15 @@ impl<T: VmOperations> VmOpsTable<T> {
         _file: *const bindings::file,
         vm_private_data: *mut *mut c_void,
     ) -> c_int {
-        // SAFETY: The private data is the pointer `set_vm_ops` recorded, still valid (`'a` of
-        // the description lasts until `mmap(2)` returns).
-        let this = unsafe { Self::data(*vm_private_data) };
+        // SAFETY: The kernel passes a valid pointer to the private data.
+        let ptr = unsafe { *vm_private_data };
         // The VMA's own reference, dropped by `close`, even if `T::mapped` fails (the kernel
         // then unmaps the VMA, which closes it). The pointer stays the same.
-        let _ = Arc::into_raw(Arc::from(this));
-        match T::mapped(this, start, end, pgoff) {
+        // SAFETY: The private data is the foreign pointer `set_vm_ops` recorded, still valid to
+        // borrow (`'a` of the description lasts until `mmap(2)` returns).
+        unsafe { Self::take_reference(ptr) };
+        // SAFETY: The VMA's reference, just taken, lives at least until the VMA is closed.
+        match T::mapped(unsafe { Self::data(ptr) }, start, end, pgoff) {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -1647,12 +1832,14 @@ impl<T: VmOperations> VmOpsTable<T> {
     /// `vma` must be a new copy of a VMA with these operations (so its `vm_private_data` is the
     /// original's pointer, for which it holds no reference yet), with the mmap lock held.
     unsafe extern "C" fn open(vma: *mut bindings::vm_area_struct) {
-        // SAFETY: The original VMA's reference keeps the `Arc` alive during this call.
-        let this = unsafe { Self::data((*vma).vm_private_data) };
+        // SAFETY: `vma` is valid; the private data does not change while the mmap lock is held.
+        let ptr = unsafe { (*vma).vm_private_data };
         // Take the new VMA's own reference; `close` drops it.
-        let _ = Arc::into_raw(Arc::from(this));
-        // SAFETY: `vma` is valid and the mmap lock is held.
-        T::open(this, unsafe { VmaRef::from_raw(vma) });
+        // SAFETY: The original VMA's reference keeps the data alive during this call.
+        unsafe { Self::take_reference(ptr) };
+        // SAFETY: The new VMA's reference, just taken, lives at least until it is closed; `vma`
+        // is valid and the mmap lock is held.
+        T::open(unsafe { Self::data(ptr) }, unsafe { VmaRef::from_raw(vma) });
     }
 
     /// # Safety
@@ -1662,17 +1849,14 @@ impl<T: VmOperations> VmOpsTable<T> {
     unsafe extern "C" fn close(vma: *mut bindings::vm_area_struct) {
         // SAFETY: `vma` is valid; its private data does not change while it is closed.
         let ptr = unsafe { (*vma).vm_private_data };
-        {
-            // SAFETY: The VMA still holds its reference.
-            let this = unsafe { Self::data(ptr) };
-            // SAFETY: `vma` is valid, and its range, offset and flags do not change while it is
-            // closed.
-            let closing = unsafe { ClosingVma::from_raw(vma) };
-            T::close(this, &closing);
-        }
-        // SAFETY: The VMA's reference came from `Arc::into_raw` (in `mapped` or `open`); this
-        // drops it, once, as the VMA is closed once.
-        drop(unsafe { Arc::<T>::from_raw(ptr.cast::<T>()) });
+        // SAFETY: `vma` is valid, and its range, offset and flags do not change while it is
+        // closed.
+        let closing = unsafe { ClosingVma::from_raw(vma) };
+        // SAFETY: The VMA still holds its reference, for the whole call.
+        T::close(unsafe { Self::data(ptr) }, &closing);
+        // SAFETY: The VMA's reference was turned into `ptr` (in `mapped` or `open`); this takes
+        // it back and drops it, once, as the VMA is closed once, after the last borrow above.
+        drop(unsafe { T::Ptr::from_foreign(ptr) });
     }
 
     /// # Safety
@@ -1681,10 +1865,10 @@ impl<T: VmOperations> VmOpsTable<T> {
     unsafe extern "C" fn fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: The caller passes a valid `vm_fault` for the duration of this call.
         let vmf = unsafe { VmFault::from_raw(vmf) };
-        // SAFETY: The VMA has these operations, so its private data points to the `T` of an
-        // `Arc` (a plain reference: no need to find the `Arc`, the fault takes no new one); the
-        // VMA holds its reference and is locked during the fault.
-        let this = unsafe { &*(*vmf.vma_ref().as_ptr()).vm_private_data.cast::<T>() };
+        // SAFETY: The VMA has these operations, so its private data is the foreign form of a
+        // `T::Ptr`; the VMA holds its reference and is locked during the fault, and the fault
+        // takes no new one.
+        let this = unsafe { Self::data((*vmf.vma_ref().as_ptr()).vm_private_data) };
         match T::fault(this, vmf) {
             // The handler installed the entry itself; there is no page to hand back.
             Ok(Mapped { .. }) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
