@@ -428,7 +428,7 @@ impl VmOperations for Shared {
         // index in the mapping. `mmap` checked the range, but a fault past the end (after a
         // shrinking mremap(), say) must still not reach beyond the buffer.
         let page = this.buffer.page(vmf.pgoff()).ok_or(FaultError::SigBus)?;
-        let mapped = vmf.insert_page(page)?;
+        let mapped = vmf.insert_page(&page)?;
         // Not counted if another thread's fault mapped the page first.
         if mapped.was_new() {
             this.stats.faults.add(1);

@@ -100,7 +100,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
-use core::{marker::PhantomData, mem::MaybeUninit, ptr::NonNull};
+use core::{marker::PhantomData, mem::MaybeUninit};
 use kernel::{
     bindings,
     error::code::{EBUSY, EFAULT, ENOMEM},
@@ -312,116 +312,66 @@ impl Mapped<'_> {
     }
 }
 
-/// A page that stays allocated for `'a`, to be mapped by [`VmFault::insert_page`] or
-/// [`VmFault::insert_pages`].
+/// A page lent for `'p`, which [`VmFault::insert_pages`] can map: a `&'p Page` or a
+/// [`BorrowedPage<'p>`].
 ///
-/// It is what a `&'a Page` would be without a [`Page`] to point at: a reference to the
-/// `struct page` itself, copied freely and dropped without effect. A page owned through a
-/// [`Page`] or a [`BorrowedPage`] converts from a reference to it; a page found another way
-/// (say, a page of a vmalloc allocation looked up in the kernel page tables) is made with
-/// [`PageRef::from_raw`].
-///
-/// Everything it does is inline. A handler that looks up hundreds of pages in one fault makes no
-/// call per page to turn each into the pointer the kernel takes: a module pays one call for each
-/// of `BorrowedPage::from_raw`, its `Deref` and `Page::as_ptr`, which are not `#[inline]`.
-///
-/// # Invariants
-///
-/// `ptr` points to a valid `struct page`, whose page stays allocated for at least `'a`.
+/// `insert_pages` takes the `struct page` of each page it is given and maps it only after it
+/// has taken a batch of them, so every page must stay allocated for the whole call. A borrow
+/// says that; an owned page (a [`Page`], or a box of one) would be freed as soon as its
+/// pointer was taken. The trait is sealed: only borrows implement it.
 ///
 /// # Examples
 ///
-/// ```
-/// use kernel::{page::Page, prelude::*};
-/// use kernel::mm::vm_ops::PageRef;
+/// Both kinds of borrow can be given:
 ///
-/// let page = Page::alloc_page(GFP_KERNEL)?;
-/// let a = PageRef::from(&page);
-/// let b = a;
-/// assert!(a == b && b.as_ptr() == page.as_ptr());
+/// ```
+/// use kernel::{page::{BorrowedPage, Page}, prelude::*};
+/// use kernel::mm::vm_ops::PageBorrow;
+///
+/// use core::ptr::NonNull;
+///
+/// fn first<'p, I>(pages: I) -> Option<*mut kernel::bindings::page>
+/// where
+///     I: IntoIterator,
+///     I::Item: PageBorrow<'p>,
+/// {
+///     pages.into_iter().next().map(|p| p.as_ptr())
+/// }
+///
+/// let pages = [Page::alloc_page(GFP_KERNEL)?, Page::alloc_page(GFP_KERNEL)?];
+/// assert_eq!(first(&pages), Some(pages[0].as_ptr()));
+/// let ptr = NonNull::new(pages[1].as_ptr()).ok_or(EINVAL)?;
+/// // SAFETY: `ptr` is the `struct page` of `pages[1]`, which owns the page and outlives `lent`.
+/// let lent = unsafe { BorrowedPage::from_raw(ptr) };
+/// assert_eq!(first([lent]), Some(pages[1].as_ptr()));
 /// # Ok::<(), Error>(())
 /// ```
 ///
-/// It borrows the page it came from, so it cannot outlive it:
+/// Owned pages cannot be given, since they would be freed before they are mapped:
 ///
 /// ```ignore,compile_fail
 /// use kernel::{page::Page, prelude::*};
-/// use kernel::mm::vm_ops::PageRef;
+/// use kernel::mm::vm_ops::{FaultError, Mapped, VmFault};
 ///
-/// fn dangling() -> Result<PageRef<'static>> {
-///     let page = Page::alloc_page(GFP_KERNEL)?;
-///     Ok(PageRef::from(&page)) // error[E0515]
+/// fn fresh<'f>(vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError> {
+///     let window = vmf.window(16, 16);
+///     let pages = (0..window.pages()).map(|_| Page::alloc_page(GFP_KERNEL).unwrap());
+///     vmf.insert_pages(&window, pages) // error[E0277]
 /// }
 /// ```
-#[derive(Copy, Clone, PartialEq, Eq)]
-pub struct PageRef<'a> {
-    ptr: NonNull<bindings::page>,
-    _page: PhantomData<&'a Page>,
-}
+pub trait PageBorrow<'p>: core::ops::Deref<Target = Page> + private::Sealed {}
 
-impl<'a> PageRef<'a> {
-    /// Makes a reference to the page whose `struct page` is at `ptr`.
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must point to a valid `struct page`, and the page must stay allocated for `'a`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use core::ptr::NonNull;
-    /// use kernel::{page::Page, prelude::*};
-    /// use kernel::mm::vm_ops::PageRef;
-    ///
-    /// let page = Page::alloc_page(GFP_KERNEL)?;
-    /// let ptr = NonNull::new(page.as_ptr()).ok_or(EINVAL)?;
-    /// // SAFETY: `ptr` is the `struct page` of `page`, which owns the page and outlives `r`.
-    /// let r = unsafe { PageRef::from_raw(ptr) };
-    /// assert!(r == PageRef::from(&page));
-    /// # Ok::<(), Error>(())
-    /// ```
-    #[inline]
-    pub unsafe fn from_raw(ptr: NonNull<bindings::page>) -> Self {
-        // INVARIANT: Guaranteed by the caller.
-        Self {
-            ptr,
-            _page: PhantomData,
-        }
-    }
+impl<'p> PageBorrow<'p> for &'p Page {}
+impl<'p> PageBorrow<'p> for BorrowedPage<'p> {}
 
-    /// The `struct page`, valid for `'a`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{page::Page, prelude::*};
-    /// use kernel::mm::vm_ops::PageRef;
-    ///
-    /// let page = Page::alloc_page(GFP_KERNEL)?;
-    /// assert_eq!(PageRef::from(&page).as_ptr(), page.as_ptr());
-    /// # Ok::<(), Error>(())
-    /// ```
-    #[inline]
-    pub fn as_ptr(self) -> *mut bindings::page {
-        self.ptr.as_ptr()
-    }
-}
+mod private {
+    use kernel::page::{BorrowedPage, Page};
 
-impl<'a> From<&'a Page> for PageRef<'a> {
-    #[inline]
-    fn from(page: &'a Page) -> Self {
-        // SAFETY: A `Page` points to a valid `struct page` (not null) and keeps its page
-        // allocated while it lives, so for as long as it is borrowed.
-        unsafe { Self::from_raw(NonNull::new_unchecked(page.as_ptr())) }
-    }
-}
+    /// Keeps [`super::PageBorrow`] to the borrows it is implemented for.
+    pub trait Sealed {}
 
-impl<'a, 'b: 'a> From<&'a BorrowedPage<'b>> for PageRef<'a> {
-    #[inline]
-    fn from(page: &'a BorrowedPage<'b>) -> Self {
-        let page: &'a Page = page;
-        Self::from(page)
-    }
+    impl Sealed for &Page {}
+    impl Sealed for BorrowedPage<'_> {}
 }
 
 /// A page fault being handled: the kernel's `struct vm_fault`.
@@ -523,8 +473,8 @@ impl VmFault {
         unsafe { (*self.inner.get()).__bindgen_anon_1.pgoff }
     }
 
-    /// Maps `page` (a [`PageRef`], or a reference to a [`Page`] or a [`BorrowedPage`]) at the
-    /// faulting address with the protection of the VMA.
+    /// Maps `page` (a [`Page`], or a [`BorrowedPage`] through its `Deref`) at the faulting
+    /// address with the protection of the VMA.
     ///
     /// The VMA takes its own reference on the page (dropped on unmap), so `page` need only stay
     /// valid during the call. The VMA must be a mixed map ([`VmAreaDesc::set_mixedmap`]);
@@ -545,23 +495,24 @@ impl VmFault {
     /// }
     /// ```
     #[inline]
-    pub fn insert_page<'p>(&self, page: impl Into<PageRef<'p>>) -> Result<Mapped<'_>, FaultError> {
-        let page = page.into();
+    pub fn insert_page(&self, page: &Page) -> Result<Mapped<'_>, FaultError> {
+        let page = page.as_ptr();
         let vma = self.vma_ref();
         // What `VmaRef::as_mixedmap_vma` checks, without making an `Option` of the VMA.
         if vma.flags() & kernel::mm::virt::flags::MIXEDMAP == 0 {
             return Err(FaultError::SigBus);
         }
         // SAFETY: `vma` is a mixed map (checked above), read-locked for the fault (type
-        // invariants), and the faulting address lies in it; `page` is valid for `'p`, which
-        // outlives the call, and the VMA takes its own reference. (What
+        // invariants), and the faulting address lies in it; `page` is the `struct page` of a
+        // page borrowed for the call, and the VMA takes its own reference. (What
         // `VmaMixedMap::vm_insert_page` does, without its result conversion: this is the
         // fault's hot path.)
-        let ret = unsafe { bindings::vm_insert_page(vma.as_ptr(), self.address(), page.as_ptr()) };
+        let ret = unsafe { bindings::vm_insert_page(vma.as_ptr(), self.address(), page) };
         let new = if ret == 0 {
             true
         } else {
-            self.insert_page_failed(page, ret)?
+            // SAFETY: `page` is still borrowed.
+            unsafe { self.insert_page_failed(page, ret) }?
         };
         Ok(Mapped {
             new,
@@ -582,9 +533,17 @@ impl VmFault {
     /// is inserted once more, through `vm_insert_pages()`, which tells the two apart, and one
     /// page and a window follow one rule ([`insert_error`]): a table freed meanwhile is
     /// [`FaultError::Retry`], memory that cannot be had [`FaultError::Oom`].
+    ///
+    /// # Safety
+    ///
+    /// `page` must point to a valid `struct page`, whose page stays allocated during the call.
     #[cold]
     #[inline(never)]
-    fn insert_page_failed(&self, page: PageRef<'_>, errno: c_int) -> Result<bool, FaultError> {
+    unsafe fn insert_page_failed(
+        &self,
+        page: *mut bindings::page,
+        errno: c_int,
+    ) -> Result<bool, FaultError> {
         if errno == EBUSY.to_errno() {
             return Ok(false);
         }
@@ -594,10 +553,11 @@ impl VmFault {
         let Some(vma) = self.vma_ref().as_mixedmap_vma() else {
             return Err(FaultError::SigBus);
         };
-        let mut ptrs = [page.as_ptr()];
+        let mut ptrs = [page];
         let mut left: c_ulong = 1;
         // SAFETY: As in `insert_page`: `vma` is a mixed map, read-locked for the fault, and the
-        // faulting address lies in it; `ptrs` holds one page, valid for the call.
+        // faulting address lies in it; `ptrs` holds one page, valid for the call (the
+        // caller's guarantee).
         let again = unsafe {
             bindings::vm_insert_pages(vma.as_ptr(), self.address(), ptrs.as_mut_ptr(), &mut left)
         };
@@ -665,8 +625,8 @@ impl VmFault {
 
     /// Maps the pages of `window` that are not mapped yet, the faulting one among them: `pages`
     /// gives them in order, from the page for the window's first file page
-    /// ([`FaultWindow::pgoff`]) on, each a [`PageRef`] or a reference to a [`Page`] or a
-    /// [`BorrowedPage`], valid for `'p`, so for the whole call. Pages that another thread has
+    /// ([`FaultWindow::pgoff`]) on, each a `&Page` or a [`BorrowedPage`] ([`PageBorrow`]),
+    /// valid for `'p`, so for the whole call. Pages that another thread has
     /// mapped meanwhile are left alone; if `pages` ends first, the window ends there.
     ///
     /// Fails only if the faulting page itself could not be mapped; a neighbour that cannot be
@@ -696,7 +656,7 @@ impl VmFault {
     ) -> Result<Mapped<'f>, FaultError>
     where
         I: IntoIterator,
-        I::Item: Into<PageRef<'p>>,
+        I::Item: PageBorrow<'p>,
     {
         /// Pages per call of `vm_insert_pages()`, which takes the page table lock once per 8:
         /// 512 bytes of pointers on the stack.
@@ -723,7 +683,7 @@ impl VmFault {
                     end = true;
                     break;
                 };
-                ptrs[len] = MaybeUninit::new(p.into().as_ptr());
+                ptrs[len] = MaybeUninit::new(p.as_ptr());
                 len += 1;
             }
             if len == 0 {
@@ -737,7 +697,7 @@ impl VmFault {
                 // SAFETY: `vma` is a mixed map, read-locked for the fault; `addr` and the
                 // `left` pages after it lie in the window, so in the VMA (type invariants of
                 // `FaultWindow`, made for this fault). `ptrs[at..len]` are initialized, each to
-                // a page valid for `'p`, which outlives the call (`PageRef`'s invariants); the
+                // a page borrowed for `'p`, which outlives the call (`PageBorrow`); the
                 // VMA takes its own references. `vm_insert_pages()` writes back how many were
                 // not mapped.
                 let ret = unsafe {

@@ -17,16 +17,13 @@
 //! while a `read()` or `write()` holds the lock, even one whose user buffer is a mapping of this
 //! very buffer.
 
-use crate::{
-    pagewalk::{self, PteRun, Translation, WalkError},
-    vm_ops::PageRef,
-};
+use crate::pagewalk::{self, PteRun, Translation, WalkError};
 use core::ptr::NonNull;
 use kernel::{
     alloc::Flags,
     iov::{IovIterDest, IovIterSource},
     new_mutex,
-    page::{PAGE_SHIFT, PAGE_SIZE},
+    page::{BorrowedPage, PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Release},
@@ -156,7 +153,7 @@ impl VmallocBuffer {
     /// The page that holds bytes `index * PAGE_SIZE ..` of the buffer, found through the kernel
     /// page tables, or `None` past the end.
     #[inline]
-    pub fn page(&self, index: usize) -> Option<PageRef<'_>> {
+    pub fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
         if index >= self.pages {
             return None;
         }
@@ -172,7 +169,7 @@ impl VmallocBuffer {
         let page = NonNull::new(page)?;
         // SAFETY: `page` is the `struct page` behind `ptr`, a page of the allocation, which
         // lives as long as `self` and so as long as the returned page borrows it.
-        Some(unsafe { PageRef::from_raw(page) })
+        Some(unsafe { BorrowedPage::from_raw(page) })
     }
     // ANCHOR_END: page
 
@@ -364,10 +361,10 @@ pub struct Pages<'a> {
 }
 
 impl<'a> Iterator for Pages<'a> {
-    type Item = PageRef<'a>;
+    type Item = BorrowedPage<'a>;
 
     #[inline]
-    fn next(&mut self) -> Option<PageRef<'a>> {
+    fn next(&mut self) -> Option<BorrowedPage<'a>> {
         let i = self.i;
         // Within the run: one read of a page table entry. (`page_ptr` is `None` past the run's
         // end, and for an entry that is not present, which a live vmalloc page's never is.)
@@ -380,7 +377,7 @@ impl<'a> Iterator for Pages<'a> {
             // invariants); the kernel does not change the page table entries of a live vmalloc
             // allocation, so this entry, page `start + i`'s, still maps that page. It is a page
             // of the allocation, which lives as long as `'a`.
-            return Some(unsafe { PageRef::from_raw(page) });
+            return Some(unsafe { BorrowedPage::from_raw(page) });
         }
         // Past the run: the next page is `start + i`, and `start + i <= pages` (type
         // invariants; only `pages_from` sets `start` beyond, with `i == 0`).
@@ -397,7 +394,7 @@ impl<'a> Iterator for Pages<'a> {
                 self.i = 1;
                 let page = NonNull::new(page as *mut kernel::bindings::page)?;
                 // SAFETY: As above: `fast` is set, and this is page `index`'s entry.
-                return Some(unsafe { PageRef::from_raw(page) });
+                return Some(unsafe { BorrowedPage::from_raw(page) });
             }
         }
         // INVARIANT: An empty run, so the next page is `index + 1` (at most `pages`).
