@@ -106,7 +106,7 @@ modules:
 ifneq ($(DEBIAN_KERNEL),)
 	+@$(DEBIAN_KERNEL) --module '$(MO)'
 else ifeq ($(KDIR),)
-	@$(MAKE) --no-print-directory modules KDIR="$$(scripts/build-kernel plain)"
+	@kdir="$$(scripts/build-kernel plain)" && $(MAKE) --no-print-directory modules KDIR="$$kdir"
 else
 	@mkdir -p $(MO)
 	$(MAKE) -C $(KDIR) M=$(CURDIR) MO=$(MO) LLVM=$(LLVM) modules
@@ -121,7 +121,7 @@ ifneq ($(DEBIAN_KERNEL),)
 	@test -f rust-project.json || mv "$$($(DEBIAN_KERNEL))/rust-project.json" rust-project.json
 	@echo "rust-project.json: $(CURDIR)/rust-project.json"
 else ifeq ($(KDIR),)
-	@$(MAKE) --no-print-directory rust-analyzer KDIR="$$(scripts/build-kernel plain)"
+	@kdir="$$(scripts/build-kernel plain)" && $(MAKE) --no-print-directory rust-analyzer KDIR="$$kdir"
 else
 	$(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM) rust-analyzer
 	@test -f rust-project.json || mv "$(KDIR)/rust-project.json" rust-project.json

@@ -57,6 +57,9 @@ mod percpu;
 #[allow(unreachable_pub, dead_code)]
 #[path = "rust/vm_ops.rs"]
 mod vm_ops;
+#[allow(unreachable_pub, dead_code)]
+#[path = "rust/vma_desc.rs"]
+mod vma_desc;
 #[allow(unreachable_pub)]
 #[path = "rust/vmalloc_buffer.rs"]
 mod vmalloc_buffer;
@@ -67,7 +70,8 @@ mod zones;
 use chrdev::{CharDevice, Mode, Options, Registration};
 use pagewalk::Level;
 use percpu::PerCpuCounter;
-use vm_ops::{ClosingVma, FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+use vm_ops::{ClosingVma, FaultError, Mapped, VmFault, VmOperations};
+use vma_desc::VmAreaDesc;
 use vmalloc_buffer::{VmallocBuffer, WalkCheckError};
 
 module! {

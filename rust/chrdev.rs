@@ -79,7 +79,7 @@
 //!
 //! [`MiscDeviceRegistration`]: kernel::miscdevice::MiscDeviceRegistration
 
-use crate::vm_ops::VmAreaDesc;
+use crate::vma_desc::VmAreaDesc;
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
@@ -485,7 +485,10 @@ pub trait CharDevice: Sized {
     /// ```
     /// use kernel::{fs::File, page::Page, prelude::*, sync::{Arc, ArcBorrow}};
     /// use kernel::chrdev::CharDevice;
-    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    /// use kernel::mm::{
+    ///     virt::VmAreaDesc,
+    ///     vm_ops::{FaultError, Mapped, VmFault, VmOperations},
+    /// };
     ///
     /// /// A device that maps one page of its own.
     /// struct OnePage(Page);
@@ -534,7 +537,10 @@ pub trait CharDevice: Sized {
     ///
     /// ```ignore,compile_fail
     /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
-    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    /// use kernel::mm::{
+    ///     virt::VmAreaDesc,
+    ///     vm_ops::{FaultError, Mapped, VmFault, VmOperations},
+    /// };
     ///
     /// struct Elsewhere;
     /// impl kernel::ModuleMetadata for Elsewhere {

@@ -100,6 +100,7 @@
 //! # Ok::<(), Error>(())
 //! ```
 
+use crate::vma_desc::VmAreaDesc;
 use core::{marker::PhantomData, mem::MaybeUninit};
 use kernel::{
     bindings,
@@ -1360,300 +1361,7 @@ pub trait VmOperations: Sized + 'static {
     fn fault<'f>(this: VmaData<'_, Self>, vmf: &'f VmFault) -> Result<Mapped<'f>, FaultError>;
 }
 
-/// A mapping about to be made: the kernel's `struct vm_area_desc`, as given to a file's
-/// `f_op->mmap_prepare()` hook.
-///
-/// `'a` is the lifetime of the file's private data, which the kernel keeps alive until the new
-/// VMA has taken its own reference (in `vm_ops->mapped`); `M` is the module that owns the file's
-/// operations.
-///
-/// # Invariants
-///
-/// - `inner` is the `vm_area_desc` of an `mmap_prepare` call that lasts as long as the
-///   `&mut VmAreaDesc`, and nothing else accesses it meanwhile.
-/// - `mmap(2)` holds a reference on the file being mapped until it returns, after the kernel has
-///   called `vm_ops->mapped` of a VMA made from this description, and data borrowed for `'a`
-///   stays valid until then.
-/// - The file's operations belong to module `M`.
-///
-/// # Examples
-///
-/// ```
-/// use kernel::prelude::*;
-/// use kernel::mm::vm_ops::{VmAreaDesc, VmOperations, VmaData};
-///
-/// /// Checks a request for `pages` pages of a device, and installs `V`'s operations.
-/// fn prepare<'a, M, V>(
-///     desc: &mut VmAreaDesc<'a, M>,
-///     data: VmaData<'a, V>,
-///     pages: usize,
-/// ) -> Result
-/// where
-///     M: kernel::ModuleMetadata,
-///     V: VmOperations<OwnerModule = M>,
-/// {
-///     if desc.executable() {
-///         return Err(EPERM);
-///     }
-///     desc.try_clear_mayexec()?;
-///     match desc.pgoff().checked_add(desc.pages()) {
-///         Some(end) if end <= pages => {}
-///         _ => return Err(EINVAL),
-///     }
-///     desc.set_dontexpand();
-///     desc.set_mixedmap();
-///     desc.set_vm_ops::<V>(data);
-///     Ok(())
-/// }
-/// ```
-#[repr(transparent)]
-pub struct VmAreaDesc<'a, M> {
-    inner: Opaque<bindings::vm_area_desc>,
-    _data: PhantomData<fn(&'a ()) -> &'a ()>,
-    _module: PhantomData<M>,
-}
-
 impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
-    /// Wraps the description given to an `mmap_prepare` hook.
-    ///
-    /// For the `mmap_prepare` of a device abstraction's file operations (a misc device's, a char
-    /// device's).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{bindings, ffi::c_int, mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// The `mmap_prepare` of a file whose operations belong to module `M`, and whose
-    /// /// private data lives as long as the file.
-    /// ///
-    /// /// # Safety
-    /// ///
-    /// /// `desc` must be the description given to that hook.
-    /// unsafe extern "C" fn mmap_prepare<M: ModuleMetadata>(
-    ///     desc: *mut bindings::vm_area_desc,
-    /// ) -> c_int {
-    ///     // SAFETY: The description of this call, of a file of module `M`; `mmap(2)` holds the
-    ///     // file, and so what it owns, until it returns.
-    ///     let desc = unsafe { VmAreaDesc::<M>::from_raw(desc) };
-    ///     match desc.try_clear_mayexec() {
-    ///         Ok(()) => 0,
-    ///         Err(e) => e.to_errno(),
-    ///     }
-    /// }
-    /// ```
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be the `vm_area_desc` of an `f_op->mmap_prepare()` call that lasts at least as
-    /// long as the returned reference, with nothing else accessing it meanwhile; the file being
-    /// mapped must have file operations owned by module `M`; and data borrowed for `'a` must stay
-    /// valid until `mmap(2)` returns.
-    pub unsafe fn from_raw<'b>(ptr: *mut bindings::vm_area_desc) -> &'b mut Self {
-        // SAFETY: `Self` is transparent over `vm_area_desc`; the caller guarantees the rest.
-        unsafe { &mut *ptr.cast() }
-    }
-
-    fn raw(&self) -> *mut bindings::vm_area_desc {
-        self.inner.get()
-    }
-
-    /// The first user address of the mapping.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn starts_at_zero<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> bool {
-    ///     desc.start() == 0
-    /// }
-    /// ```
-    pub fn start(&self) -> usize {
-        // SAFETY: By the type invariants the description is valid and ours.
-        unsafe { (*self.raw()).start }
-    }
-
-    /// The user address just past the mapping.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn bytes<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> usize {
-    ///     desc.end() - desc.start()
-    /// }
-    /// ```
-    pub fn end(&self) -> usize {
-        // SAFETY: By the type invariants the description is valid and ours.
-        unsafe { (*self.raw()).end }
-    }
-
-    /// The size of the mapping in pages.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn at_most_one_page<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
-    ///     if desc.pages() > 1 {
-    ///         return Err(kernel::error::code::EINVAL);
-    ///     }
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn pages(&self) -> usize {
-        (self.end() - self.start()) >> bindings::PAGE_SHIFT
-    }
-
-    /// The offset in the file, in pages, at which the mapping begins (the `mmap` offset).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// Whether the mapping begins at the start of the file (an `mmap` offset of 0).
-    /// fn from_start<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> bool {
-    ///     desc.pgoff() == 0
-    /// }
-    /// ```
-    pub fn pgoff(&self) -> usize {
-        // SAFETY: By the type invariants the description is valid and ours.
-        unsafe { (*self.raw()).pgoff }
-    }
-
-    fn flags(&self) -> c_ulong {
-        // SAFETY: By the type invariants the description is valid and ours. `vma_flags_t` is a
-        // bitmap of `BITS_PER_LONG` bits: one word.
-        unsafe { (*self.raw()).vma_flags.__vma_flags[0] }
-    }
-
-    fn test(&self, bit: u32) -> bool {
-        self.flags() & (1 << bit) != 0
-    }
-
-    fn set_flags(&mut self, set: c_ulong, clear: c_ulong) {
-        let flags = (self.flags() | set) & !clear;
-        // SAFETY: By the type invariants the description is valid and only we access it; the
-        // kernel applies the flags to the VMA it creates from it. Callers set only flags that
-        // are valid for a driver's mapping.
-        unsafe { (*self.raw()).vma_flags.__vma_flags[0] = flags };
-    }
-
-    /// Whether userspace maps this as shared (`MAP_SHARED`): writes reach the file.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// A device whose pages only make sense shared refuses `MAP_PRIVATE`.
-    /// fn shared_only<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
-    ///     if !desc.shared() {
-    ///         return Err(kernel::error::code::EINVAL);
-    ///     }
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn shared(&self) -> bool {
-        self.test(bindings::VMA_SHARED_BIT)
-    }
-
-    /// Whether userspace maps this writable (`PROT_WRITE`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// A read-only device refuses `PROT_WRITE`.
-    /// fn read_only<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
-    ///     if desc.writable() {
-    ///         return Err(kernel::error::code::EACCES);
-    ///     }
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn writable(&self) -> bool {
-        self.test(bindings::VMA_WRITE_BIT)
-    }
-
-    /// Whether userspace maps this executable (`PROT_EXEC`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// Data is never code.
-    /// fn no_exec<M: ModuleMetadata>(desc: &VmAreaDesc<'_, M>) -> kernel::error::Result {
-    ///     if desc.executable() {
-    ///         return Err(kernel::error::code::EPERM);
-    ///     }
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn executable(&self) -> bool {
-        self.test(bindings::VMA_EXEC_BIT)
-    }
-
-    /// Clears `VM_MAYEXEC`, so that `mprotect(PROT_EXEC)` fails on the mapping; fails with
-    /// `EINVAL` if it is mapped executable already. Irreversible.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// /// Refuses `PROT_EXEC`, now (`EINVAL`) and for any later `mprotect()`.
-    /// fn never_exec<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) -> kernel::error::Result {
-    ///     desc.try_clear_mayexec()
-    /// }
-    /// ```
-    pub fn try_clear_mayexec(&mut self) -> Result {
-        if self.executable() {
-            return Err(EINVAL);
-        }
-        self.set_flags(0, 1 << bindings::VMA_MAYEXEC_BIT);
-        Ok(())
-    }
-
-    /// Sets `VM_DONTEXPAND`: `mremap()` cannot grow the mapping past what `mmap_prepare`
-    /// checked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn fixed_size<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) {
-    ///     desc.set_dontexpand();
-    /// }
-    /// ```
-    pub fn set_dontexpand(&mut self) {
-        self.set_flags(1 << bindings::VMA_DONTEXPAND_BIT, 0);
-    }
-
-    /// Sets `VM_MIXEDMAP`, which lets a fault handler insert pages with
-    /// [`VmFault::insert_page`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::vm_ops::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn pages_by_fault<M: ModuleMetadata>(desc: &mut VmAreaDesc<'_, M>) {
-    ///     // Needed by `VmFault::insert_page`.
-    ///     desc.set_mixedmap();
-    /// }
-    /// ```
-    pub fn set_mixedmap(&mut self) {
-        self.set_flags(1 << bindings::VMA_MIXEDMAP_BIT, 0);
-    }
-
     /// Installs `V`'s operations on the VMA to be made, with `data` as its shared data.
     ///
     /// Only a pointer is recorded here; the VMA takes its own reference to `data` when it is
@@ -1664,7 +1372,10 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     ///
     /// ```ignore,compile_fail
     /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
-    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    /// use kernel::mm::{
+    ///     virt::VmAreaDesc,
+    ///     vm_ops::{FaultError, Mapped, VmFault, VmOperations},
+    /// };
     ///
     /// struct Ops;
     /// #[vtable]
@@ -1690,7 +1401,10 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     ///
     /// ```
     /// use kernel::{prelude::*, sync::{Arc, ArcBorrow}};
-    /// use kernel::mm::vm_ops::{FaultError, Mapped, VmAreaDesc, VmFault, VmOperations};
+    /// use kernel::mm::{
+    ///     virt::VmAreaDesc,
+    ///     vm_ops::{FaultError, Mapped, VmFault, VmOperations},
+    /// };
     ///
     /// struct Ops;
     ///
@@ -1727,8 +1441,8 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
         // description because nothing here sets an `mmap_action`: a failed action would unmap
         // the VMA before `mapped`, and `close` would drop a reference never taken.
         unsafe {
-            (*self.raw()).vm_ops = &VmOpsTable::<V>::VTABLE;
-            (*self.raw()).private_data = foreign;
+            (*self.as_ptr()).vm_ops = &VmOpsTable::<V>::VTABLE;
+            (*self.as_ptr()).private_data = foreign;
         }
     }
 }

@@ -159,10 +159,11 @@ added_lines() { sed -n '/^+++ /d; s/^+//p' "$@"; }
 
 # doctest_count: how many documentation examples of the abstractions run as
 # the debug kernel's in-tree doctests (every fenced block but the `ignore`
-# ones, in rust/chrdev.rs and rust/vm_ops.rs, and those MAPDRV_DOC_DIFFS
-# add): make test expects that many, make lint the docs to say so.
+# ones, in rust/chrdev.rs, rust/vm_ops.rs and rust/vma_desc.rs, and those
+# MAPDRV_DOC_DIFFS add): make test expects that many, make lint the docs to
+# say so.
 doctest_count() {
-    { cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs
+    { cat "$MAPDRV_ROOT"/rust/chrdev.rs "$MAPDRV_ROOT"/rust/vm_ops.rs "$MAPDRV_ROOT"/rust/vma_desc.rs
       added_lines "${MAPDRV_DOC_DIFFS[@]/#/$MAPDRV_ROOT/}"; } \
         | awk '/^[ \t]*\/\/[\/!] ```$/ { plain++ } /^[ \t]*\/\/[\/!] ```ignore/ { ignored++ }
                END { print (plain - ignored) / 2 }'
