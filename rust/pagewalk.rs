@@ -392,9 +392,10 @@ pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
     loop {
         let index = ((addr64 >> shift) & ((1 << width) - 1)) as usize;
         if level == Level::Pte {
-            // INVARIANT: `table` came from a present, non-huge PMD entry on the path to `addr`,
-            // whose page the caller keeps mapped for `'a`; it has `1 << width` entries, of 8
-            // bytes each, and `index` is below that.
+            // INVARIANT: `table` came from a present, non-huge entry of the level above the PTE
+            // (the PMD, or the root with two levels) on the path to `addr`, whose page the
+            // caller keeps mapped for `'a`; it has `1 << width` entries, of 8 bytes each, and
+            // `index` is below that.
             return Ok(PteRun {
                 entries: (arch::phys_to_virt(table) + index * 8) as *const u64,
                 first: index,

@@ -1438,8 +1438,9 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
         // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference through
         // `foreign`, which stays valid until then because `data` is borrowed for `'a`, and every
         // reference to it has that foreign form. `mapped` runs for every VMA made from the
-        // description because nothing here sets an `mmap_action`: a failed action would unmap
-        // the VMA before `mapped`, and `close` would drop a reference never taken.
+        // description, and these two fields are not written again, because no `VmAreaDesc` sets
+        // an action or writes them otherwise (type invariants): a failed action would unmap the
+        // VMA before `mapped`, and `close` would drop a reference never taken.
         unsafe {
             (*self.as_ptr()).vm_ops = &VmOpsTable::<V>::VTABLE;
             (*self.as_ptr()).private_data = foreign;

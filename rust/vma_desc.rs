@@ -4,9 +4,9 @@
 //! given it: [`VmAreaDesc`].
 //!
 //! In the kernel crate this is part of `kernel::mm::virt`, beside `VmaNew` (what `f_op->mmap()`
-//! is given), whose flag methods it mirrors: patch 4 of the series appends what follows the
-//! marker below to `rust/kernel/mm/virt.rs` (`scripts/gen-patches`). The module, built against
-//! kernels without the series, has it as a module of its own.
+//! is given), some of whose flag methods it has: patch 5 of the series appends what follows the
+//! marker below to `rust/kernel/mm/virt.rs` (`scripts/gen-patches`). The module always builds
+//! its own copy, as a module of its own, on a kernel with the series too.
 
 use core::marker::PhantomData;
 use kernel::{
@@ -22,16 +22,15 @@ use kernel::{
 /// A mapping about to be made: the kernel's `struct vm_area_desc`, as given to a file's
 /// `f_op->mmap_prepare()` hook, which may refuse the mapping or adjust it before any VMA exists.
 ///
-/// It is to `f_op->mmap_prepare()` what [`VmaNew`] is to `f_op->mmap()`, and its flag methods
-/// have the names, the meaning and the flags ([`flags`]) of `VmaNew`'s: `VM_*` flags are the
-/// first word of the description's `vma_flags_t`.
+/// It is to `f_op->mmap_prepare()` what [`VmaNew`] is to `f_op->mmap()`. Those of its flag
+/// methods that `VmaNew` has too (`writable`, `executable`, `try_clear_mayexec`,
+/// `set_dontexpand`, `set_mixedmap`) have `VmaNew`'s names, meaning and flags ([`flags`]): `VM_*`
+/// flags are the first word of the description's `vma_flags_t`.
 ///
 /// `M` is the module that owns the file's operations, and `'a` the lifetime of data the file
 /// holds (its private data), which the kernel keeps alive until `mmap(2)` returns: what a hook
 /// installs on the VMA to come (its operations, `kernel::mm::vm_ops`) must be that module's code
-/// and may borrow that data. Nothing here sets an `mmap_action`: the VMA operations rely on their
-/// `mapped` callback running for every VMA made from the description, which a failed action would
-/// prevent.
+/// and may borrow that data.
 ///
 /// # Invariants
 ///
@@ -41,6 +40,12 @@ use kernel::{
 ///   called `vm_ops->mapped` of a VMA made from this description, and data borrowed for `'a`
 ///   stays valid until then.
 /// - The file's operations belong to module `M`.
+/// - Through a `VmAreaDesc`, nothing sets the description's `action` (it stays
+///   `MMAP_NOTHING`), nor changes its `vm_file`, nor writes its `vm_ops` and `private_data`
+///   other than `VmAreaDesc::set_vm_ops` (in `kernel::mm::vm_ops`). That relies on them: a
+///   failed action would unmap the VMA without calling `vm_ops->mapped`, which takes the VMA's
+///   reference that `close` drops, and the file is what keeps module `M`, whose code the
+///   operations are, loaded.
 ///
 /// # Examples
 ///
@@ -113,19 +118,10 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
         unsafe { &mut *ptr.cast() }
     }
 
-    /// Returns a raw pointer to the description.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use kernel::{mm::virt::VmAreaDesc, ModuleMetadata};
-    ///
-    /// fn same<M: ModuleMetadata>(a: &VmAreaDesc<'_, M>, b: &VmAreaDesc<'_, M>) -> bool {
-    ///     core::ptr::eq(a.as_ptr(), b.as_ptr())
-    /// }
-    /// ```
+    /// Returns a raw pointer to the description. Writes through it must keep the type
+    /// invariants; it is not public for that reason.
     #[inline]
-    pub fn as_ptr(&self) -> *mut bindings::vm_area_desc {
+    pub(crate) fn as_ptr(&self) -> *mut bindings::vm_area_desc {
         self.inner.get()
     }
 
@@ -350,8 +346,8 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
     /// ```
     #[inline]
     pub fn set_mixedmap(&mut self) {
-        // SAFETY: `VM_PFNMAP` cannot be set through a `VmAreaDesc`, so this cannot put the
-        // flags in an invalid state.
+        // SAFETY: We don't provide a way to set `VM_PFNMAP`, so this cannot put the flags in an
+        // invalid state.
         unsafe { self.update_flags(flags::MIXEDMAP, 0) };
     }
 }

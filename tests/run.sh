@@ -796,8 +796,8 @@ kunit_suite() { # suite-name
 doctest_results() {
     # Not a test itself: the debug kernel carries the abstractions in its tree
     # (patches/), and their documentation examples ran as the built-in KUnit
-    # suite rust_doctests_kernel at boot (with the one the series adds to
-    # miscdevice.rs); each of ours becomes a line here.
+    # suite rust_doctests_kernel at boot (with those the series adds to
+    # miscdevice.rs and mm/virt.rs); each of ours becomes a line here.
     # MAPDRV_DOCTESTS is how many examples the sources have.
     results=/sys/kernel/debug/kunit/rust_doctests_kernel/results
     if [ ! -f $results ]; then
@@ -812,9 +812,9 @@ doctest_results() {
     while IFS= read -r line; do
         # shellcheck disable=SC2086 # `set -- $line` splits a result into its fields
         case $line in
-            "    ok "*_chrdev_rs_*|"    ok "*_mm_vm_ops_rs_*|"    ok "*_miscdevice_rs_*)
+            "    ok "*_chrdev_rs_*|"    ok "*_mm_vm_ops_rs_*|"    ok "*_mm_virt_rs_*|"    ok "*_miscdevice_rs_*)
                 set -- $line; ok "doctest_${3#rust_doctest_kernel_}"; cases=$((cases + 1)) ;;
-            "    not ok "*_chrdev_rs_*|"    not ok "*_mm_vm_ops_rs_*|"    not ok "*_miscdevice_rs_*)
+            "    not ok "*_chrdev_rs_*|"    not ok "*_mm_vm_ops_rs_*|"    not ok "*_mm_virt_rs_*|"    not ok "*_miscdevice_rs_*)
                 set -- $line; notok "doctest_${4#rust_doctest_kernel_}" "doctest failed (see dmesg)"; cases=$((cases + 1)) ;;
         esac
     done < $results
