@@ -157,17 +157,52 @@ impl PagingMode {
     /// The levels walked, from the root down, each with the lowest address bit its index
     /// takes and the number of index bits. The root is always the PGD and the last level the
     /// PTE; the kernel folds the P4D first, then the PUD, then the PMD.
-    pub fn walked(&self) -> impl Iterator<Item = (Level, u32, u32)> + '_ {
+    #[inline]
+    pub fn walked(&self) -> Levels {
         let bits = self.page_shift - 3;
-        // Below the root: the last `levels - 1` of P4D, PUD, PMD, PTE.
-        let below = &Level::ALL[1..][(5 - self.levels) as usize..];
-        let top_shift = self.page_shift + (self.levels - 1) * bits;
-        core::iter::once((Level::Pgd, top_shift, self.va_bits - top_shift)).chain(
-            below
-                .iter()
-                .enumerate()
-                .map(move |(i, &l)| (l, top_shift - (i as u32 + 1) * bits, bits)),
-        )
+        let shift = self.page_shift + (self.levels - 1) * bits;
+        Levels {
+            // The root first, then the last `levels - 1` of P4D, PUD, PMD, PTE in `Level::ALL`.
+            at: (5 - self.levels) as usize,
+            root: (5 - self.levels) as usize,
+            shift,
+            width: self.va_bits - shift,
+            bits,
+        }
+    }
+}
+
+/// The levels of a walk, from the root down: [`PagingMode::walked`]. A plain iterator, which
+/// a fault's walk (`pte_run`) runs inline.
+#[derive(Clone, Debug)]
+pub struct Levels {
+    /// Where the next level is in `Level::ALL` (5: past the PTE); at `root`, the root (PGD).
+    at: usize,
+    root: usize,
+    /// The lowest address bit, and the number of bits, of the next level's index.
+    shift: u32,
+    width: u32,
+    /// Index bits of a level below the root.
+    bits: u32,
+}
+
+impl Iterator for Levels {
+    type Item = (Level, u32, u32);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let level = if self.at == self.root {
+            Level::Pgd
+        } else {
+            *Level::ALL.get(self.at)?
+        };
+        let item = (level, self.shift, self.width);
+        self.at += 1;
+        // Lowered once per level below the root: it ends at `page_shift - bits` (3) after the
+        // PTE, and is not used then.
+        self.shift = self.shift.wrapping_sub(self.bits);
+        self.width = self.bits;
+        Some(item)
     }
 }
 
@@ -380,31 +415,22 @@ impl PteRun<'_> {
 pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
     let (mode, mut table) = arch::root().ok_or(WalkError::Unsupported)?;
     let addr64 = addr as u64;
-    // The levels of `mode.walked()`, in a plain loop: a fault walks here, and the iterator's
-    // chain cost it a few hundred instructions more per walk. The root (PGD) takes the top
-    // `va_bits - shift` bits of the address; each table below it `bits`, `bits` lower.
-    let bits = mode.page_shift - 3;
-    let mut shift = mode.page_shift + (mode.levels - 1) * bits;
-    let mut width = mode.va_bits - shift;
-    let mut level = Level::Pgd;
-    // Where the levels below the root start in `Level::ALL`: the last `levels - 1` of them.
-    let mut next = (6 - mode.levels) as usize;
-    loop {
-        let index = ((addr64 >> shift) & ((1 << width) - 1)) as usize;
+    for (level, shift, bits) in mode.walked() {
+        let index = ((addr64 >> shift) & ((1 << bits) - 1)) as usize;
         if level == Level::Pte {
             // INVARIANT: `table` came from a present, non-huge entry of the level above the PTE
             // (the PMD, or the root with two levels) on the path to `addr`, whose page the
-            // caller keeps mapped for `'a`; it has `1 << width` entries, of 8 bytes each, and
+            // caller keeps mapped for `'a`; it has `1 << bits` entries, of 8 bytes each, and
             // `index` is below that.
             return Ok(PteRun {
                 entries: (arch::phys_to_virt(table) + index * 8) as *const u64,
                 first: index,
-                len: (1 << width) - index,
+                len: (1 << bits) - index,
                 _mapped: core::marker::PhantomData,
             });
         }
         // SAFETY: As in `walk`: `table` is the root or came from a present table entry on the
-        // path to `addr`, which the caller keeps mapped; `index < 1 << width`, the table's size.
+        // path to `addr`, which the caller keeps mapped; `index < 1 << bits`.
         let raw = unsafe { arch::read_entry(table, index) };
         let entry = Entry { level, index, raw };
         if !entry.present() {
@@ -414,13 +440,9 @@ pub unsafe fn pte_run<'a>(addr: usize) -> Result<PteRun<'a>, WalkError> {
             return Err(WalkError::Unsupported);
         }
         table = entry.output_address();
-        // `PagingMode::new` allows 2 to 5 levels, so `next` starts at 1 to 4 and reaches the
-        // PTE, index 4, which returns above.
-        level = *Level::ALL.get(next).ok_or(WalkError::Unsupported)?;
-        next += 1;
-        shift -= bits;
-        width = bits;
     }
+    // Not reached: the PTE level always ends the walk.
+    Err(WalkError::Unsupported)
 }
 
 /// Why a walk stopped.

@@ -1434,13 +1434,14 @@ impl<'a, M: ModuleMetadata> VmAreaDesc<'a, M> {
         let foreign = V::Ptr::acquire(data).into_foreign();
         // SAFETY: `foreign` came from `into_foreign` just above, and is given back once.
         drop(unsafe { V::Ptr::from_foreign(foreign) });
-        // SAFETY: By the type invariants the description is ours. The kernel copies both fields
-        // into the VMA; `VmOpsTable::<V>::mapped` then takes the VMA's reference through
-        // `foreign`, which stays valid until then because `data` is borrowed for `'a`, and every
-        // reference to it has that foreign form. `mapped` runs for every VMA made from the
-        // description, and these two fields are not written again, because no `VmAreaDesc` sets
-        // an action or writes them otherwise (type invariants): a failed action would unmap the
-        // VMA before `mapped`, and `close` would drop a reference never taken.
+        // The kernel copies both fields into the VMA; `VmOpsTable::<V>::mapped` then takes the
+        // VMA's reference through `foreign`, which stays valid until then because `data` is
+        // borrowed for `'a`, and every reference to it has that foreign form. `mapped` runs for
+        // every VMA made from the description, and these two fields are not written again,
+        // because no `VmAreaDesc` sets an action or writes them otherwise (type invariants): a
+        // failed action would unmap the VMA before `mapped`, and `close` would drop a reference
+        // never taken.
+        // SAFETY: By the type invariants the description is ours, and valid; see above.
         unsafe {
             (*self.as_ptr()).vm_ops = &VmOpsTable::<V>::VTABLE;
             (*self.as_ptr()).private_data = foreign;
